@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m pipeline.cli demo
+	$(PY) -m flows.cli demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
@@ -33,11 +33,11 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 train-compact: $(STAMP)
-	$(PY) -m pipeline.cli train --arch compact --data ../shared/datasets/ravdess \
+	$(PY) -m flows.cli train --arch compact --data ../shared/datasets/ravdess \
 	  --manifest ../shared/datasets/ravdess/manifest.csv --out pipeline/models/compact
 
 dashboard: $(STAMP)
-	$(PY) -m pipeline.cli dashboard
+	$(PY) -m flows.cli dashboard
 
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts

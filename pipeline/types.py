@@ -146,6 +146,8 @@ class FileResult:
     """The pipeline settings that shaped these results (for idempotent re-ingestion)."""
     notes: list[str] = field(default_factory=list)
     """Plain messages for the user, e.g. 'silence only: no speech chunks'."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent per stage (decode_s, chunk_s, emotion_s, transcribe_s, features_s, explain_s)."""
 
     def to_json_dict(self) -> dict[str, Any]:
         """The documented JSON shape of ``emotivoice analyze --json`` (arrays become lists)."""
@@ -154,7 +156,9 @@ class FileResult:
             if isinstance(obj, np.ndarray):
                 return obj.tolist()
             if isinstance(obj, (np.floating, np.integer)):
-                return obj.item()
+                obj = obj.item()
+            if isinstance(obj, float) and not np.isfinite(obj):
+                return None  # JSON has no NaN: a feature that could not be measured is null
             if isinstance(obj, dict):
                 return {k: conv(v) for k, v in obj.items()}
             if isinstance(obj, (list, tuple)):

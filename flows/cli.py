@@ -1,0 +1,184 @@
+"""The `emotivoice` command: a thin caller of pipeline/, warehouse/ and flows/.
+
+Every subcommand answers bad input with exit code 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXIT_BAD_INPUT = 2
+
+logger = logging.getLogger("emotivoice")
+
+
+def _setup_env() -> None:
+    # Nothing may reach outside the machine unless the user asks; Prefect telemetry off.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+def _config(args: argparse.Namespace, **extra):
+    from pipeline.config import load_config
+
+    overrides = {
+        "emotion_model": getattr(args, "emotion_model", None),
+        "whisper_model": getattr(args, "whisper_model", None),
+        "language": getattr(args, "language", None),
+        "explain": getattr(args, "explain", None),
+        "device": getattr(args, "device", None),
+        "db": getattr(args, "db", None),
+        "workers": getattr(args, "workers", None),
+    }
+    overrides.update(extra)
+    return load_config(getattr(args, "config", None), **overrides)
+
+
+def _add_model_options(p: argparse.ArgumentParser, *, explain_default: str | None = None) -> None:
+    p.add_argument("--emotion-model", help="'auto' (default), 'compact', a hub id or a local path")
+    p.add_argument("--whisper-model", help="'auto' (default), 'none', a Whisper size or a checkpoint path")
+    p.add_argument("--language", help="force the transcription language (ISO code); default: auto-detect")
+    p.add_argument("--explain", choices=["none", "fast", "full"], default=explain_default,
+                   help="explanation tier (default from config: fast)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+
+
+# ----------------------------------------------------------------------------- analyze
+def _print_table(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    m = result.models
+    console.print(f"[bold]{result.file}[/bold]  {result.duration_s:.2f} s  "
+                  f"emotion model: {m.emotion}  whisper: {m.whisper or 'none'}")
+    if m.absent_labels:
+        console.print(f"absent classes (this model does not have them): {', '.join(m.absent_labels)}")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    table = Table()
+    for col in ("#", "start", "end", "dominant", "base (top 3)", "granular", "complex", "transcript"):
+        table.add_column(col)
+    for c in result.chunks:
+        present = sorted(((k, v) for k, v in c.base.items() if v is not None), key=lambda kv: -kv[1])[:3]
+        dom = c.dominant or "-"
+        if not m.emotion_trained:
+            dom = f"({dom}: untrained)"
+        table.add_row(
+            str(c.idx), f"{c.start_s:.2f}", f"{c.end_s:.2f}", dom,
+            " ".join(f"{k} {v:.2f}" for k, v in present),
+            ", ".join(f"{g.name}" for g in c.granular[:3]),
+            ", ".join(f"{x.name} {x.confidence:.2f}" for x in c.complex),
+            (c.transcript or "")[:60],
+        )
+    console.print(table)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from pipeline.analyze import Analyzer
+
+    analyzer = Analyzer(_config(args))
+    result = analyzer.analyze_file(args.file)
+    if args.json:
+        print(json.dumps(result.to_json_dict(), indent=None if args.compact else 2))
+    else:
+        _print_table(result)
+    return 0
+
+
+# ----------------------------------------------------------------------------- dashboard
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import subprocess
+
+    cfg = _config(args)
+    env = dict(os.environ, EMOTIVOICE_DB=str(Path(cfg.db).resolve()))
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
+           "--server.address", args.host, "--server.port", str(args.port),
+           "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    print(f"EmotiVoice dashboard on http://{args.host}:{args.port}  (database: {cfg.db}; Ctrl-C to stop)")
+    return subprocess.call(cmd, env=env, cwd=str(ROOT))
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emotivoice", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="TOML configuration file (default: $EMOTIVOICE_CONFIG or ./emotivoice.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("analyze", help="analyse one audio file: chunks, emotions, transcript")
+    p.add_argument("file")
+    _add_model_options(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--compact", action="store_true", help="one-line JSON")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("dashboard", help="run the Streamlit dashboard on 127.0.0.1")
+    p.add_argument("--db")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8501)
+    p.set_defaults(func=cmd_dashboard)
+
+    _optional_commands(sub)
+    return parser
+
+
+def _optional_commands(sub) -> None:
+    """Subcommands whose implementation lives in other modules (each adds its own options)."""
+    try:
+        from pipeline import train
+    except ImportError:  # pragma: no cover - module missing in a partial checkout
+        train = None
+    if train is not None:
+        p = sub.add_parser("train", help="train an emotion model (compact or HuBERT head) on labelled speech")
+        train.add_train_arguments(p)
+        p.set_defaults(func=train.run_train)
+        p = sub.add_parser("evaluate", help="evaluate an emotion model: UAR, WA, macro-F1, confusion")
+        train.add_evaluate_arguments(p)
+        p.set_defaults(func=train.run_evaluate)
+    try:
+        from warehouse import cli as wcli
+    except ImportError:  # pragma: no cover
+        wcli = None
+    if wcli is not None:
+        p = sub.add_parser("sql", help="run read-only SQL on the warehouse")
+        wcli.add_sql_arguments(p)
+        p.set_defaults(func=wcli.run_sql)
+        p = sub.add_parser("export", help="export warehouse tables as parquet/csv/json")
+        wcli.add_export_arguments(p)
+        p.set_defaults(func=wcli.run_export)
+    try:
+        from flows import commands
+    except ImportError:  # pragma: no cover
+        commands = None
+    if commands is not None:
+        commands.add_commands(sub, _add_model_options, _config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _setup_env()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from pipeline.types import AudioError, ModelUnavailableError
+
+    try:
+        return int(args.func(args) or 0)
+    except (AudioError, ModelUnavailableError, FileNotFoundError, ValueError) as exc:
+        print(f"emotivoice {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

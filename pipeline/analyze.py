@@ -1,0 +1,271 @@
+"""One entry point: ``analyze_file`` / ``analyze_signal`` chain every stage on one code path.
+
+decode -> chunk on silence -> emotions (batched) -> granular/complex -> transcript (Whisper's own
+30 s windows) -> acoustic features -> explanations. The live tab, the CLI and the ingestion flow all
+call these functions; models load once per process (cached in ``Analyzer``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pipeline import taxonomy
+from pipeline.config import Config, load_config
+from pipeline.types import (
+    BASE_EMOTIONS,
+    Chunk,
+    ChunkResult,
+    EmotionModel,
+    FileResult,
+    ModelInfo,
+)
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+#: Bump when a change of code alters stored results (part of the idempotency key).
+PIPELINE_VERSION = "1"
+
+
+def settings_for(config: Config, emotion_name: str, whisper_name: str | None, *, live: bool = False) -> dict[str, Any]:
+    """The settings that shape results; their hash decides whether a file must be re-analysed."""
+    return {
+        "pipeline_version": PIPELINE_VERSION,
+        "emotion_model": emotion_name,
+        "whisper_model": whisper_name,
+        "language": config.language,
+        "beam_size": config.live_beam_size if live else config.beam_size,
+        "explain": config.explain,
+        "explain_budget": config.explain_budget if config.explain == "full" else None,
+        "quantize": config.quantize,
+        "chunking": {
+            "silence_threshold_db": config.silence_threshold_db,
+            "min_silence_ms": config.min_silence_ms,
+            "keep_silence_ms": config.keep_silence_ms,
+            "min_chunk_s": config.min_chunk_s,
+            "max_chunk_s": config.max_chunk_s,
+        },
+    }
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def base_scores(model: EmotionModel, probs: np.ndarray) -> tuple[dict[str, float | None], dict[str, float]]:
+    """Split one row of model probabilities into the six canonical (None = absent) and extra labels."""
+    by_label = {lab: float(p) for lab, p in zip(model.labels, probs)}
+    base = {e: by_label.get(e) for e in BASE_EMOTIONS}
+    extra = {lab: p for lab, p in by_label.items() if lab not in BASE_EMOTIONS}
+    return base, extra
+
+
+@dataclass
+class Analyzer:
+    """Holds the configuration and the loaded models; ``analyze_*`` are safe to call repeatedly."""
+
+    config: Config = field(default_factory=load_config)
+    emotion_model: EmotionModel | None = None
+    whisper_model: Any = None
+    whisper_name: str | None = None
+    _whisper_loaded: bool = False
+
+    # --- models (load once)
+    def emotion(self) -> EmotionModel:
+        if self.emotion_model is None:
+            from pipeline.emotion import load_emotion_model
+
+            self.emotion_model = load_emotion_model(self.config.emotion_model, self.config)
+            if not self.emotion_model.trained:
+                logger.warning("emotion model %s is untrained (random weights): its outputs are not emotions",
+                               self.emotion_model.name)
+        return self.emotion_model
+
+    def whisper(self) -> Any:
+        if not self._whisper_loaded:
+            from pipeline.transcribe import load_whisper, resolve_whisper_name
+
+            self.whisper_name = resolve_whisper_name(self.config.whisper_model, self.config)
+            self.whisper_model = None if self.whisper_name is None else load_whisper(self.whisper_name, self.config)
+            self._whisper_loaded = True
+        return self.whisper_model
+
+    def model_info(self) -> ModelInfo:
+        model = self.emotion()
+        self.whisper()
+        return ModelInfo(
+            emotion=model.name,
+            emotion_trained=bool(model.trained),
+            whisper=self.whisper_name,
+            emotion_labels=tuple(model.labels),
+            absent_labels=tuple(model.absent_labels),
+        )
+
+    def settings(self, *, live: bool = False) -> dict[str, Any]:
+        info = self.model_info()
+        return settings_for(self.config, info.emotion, info.whisper, live=live)
+
+    # --- analysis
+    def analyze_file(self, path: str | Path, *, progress: Callable[[str], None] | None = None) -> FileResult:
+        """Decode and analyse one file.
+
+        Raises:
+            AudioError: the file cannot be decoded (its name and a plain reason).
+            ModelUnavailableError: a configured model is missing (which one, and how to get it).
+        """
+        from pipeline.audio import decode_audio
+
+        t0 = time.perf_counter()
+        audio = decode_audio(path)
+        result = self.analyze_signal(audio.samples, audio.sample_rate, name=str(path), progress=progress)
+        result.sample_rate = audio.source_sample_rate
+        result.channels = audio.channels
+        result.timings["decode_s"] = time.perf_counter() - t0 - sum(result.timings.values())
+        return result
+
+    def analyze_signal(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE, *, name: str = "<signal>",
+                       live: bool = False, progress: Callable[[str], None] | None = None) -> FileResult:
+        """Analyse a mono signal (any sample rate; resampled to 16 kHz).
+
+        Args:
+            samples: mono float samples in [-1, 1].
+            sample_rate: their rate in Hz.
+            name: what to call the signal in results and messages.
+            live: use the live settings (Whisper beam ``live_beam_size``, fast explanations).
+        """
+        cfg = self.config
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if sample_rate != SAMPLE_RATE:
+            import librosa
+
+            samples = librosa.resample(samples, orig_sr=sample_rate, target_sr=SAMPLE_RATE).astype(np.float32)
+        duration = len(samples) / SAMPLE_RATE
+        timings: dict[str, float] = {}
+        notes: list[str] = []
+        say = progress or (lambda msg: None)
+
+        from pipeline.chunking import split_on_silence
+
+        t = time.perf_counter()
+        chunks: list[Chunk] = split_on_silence(samples, SAMPLE_RATE, cfg)
+        timings["chunk_s"] = time.perf_counter() - t
+        model = self.emotion()
+        info = self.model_info()
+        if not chunks:
+            notes.append("silence only: no speech chunks found")
+        if not model.trained:
+            notes.append(f"emotion model {model.name} is untrained (random weights): scores are not emotions")
+        whisper = self.whisper()
+        if whisper is not None and getattr(whisper, "emotivoice_trained", True) is False:
+            notes.append(f"Whisper checkpoint {info.whisper} is untrained (random weights): transcripts are noise")
+
+        signals = [samples[int(c.start_s * SAMPLE_RATE):int(c.end_s * SAMPLE_RATE)] for c in chunks]
+
+        say("emotions")
+        t = time.perf_counter()
+        probs = np.zeros((0, len(model.labels)), dtype=np.float32)
+        if signals:
+            bs = max(1, cfg.batch_size)
+            probs = np.concatenate([model.predict_proba(signals[i:i + bs]) for i in range(0, len(signals), bs)])
+        timings["emotion_s"] = time.perf_counter() - t
+
+        say("transcripts")
+        t = time.perf_counter()
+        transcripts = [None] * len(chunks)
+        if whisper is not None and chunks:
+            from pipeline.transcribe import transcribe_chunks
+
+            transcripts = transcribe_chunks(
+                whisper, samples, chunks, language=cfg.language,
+                beam_size=cfg.live_beam_size if live else cfg.beam_size,
+            )
+        timings["transcribe_s"] = time.perf_counter() - t
+
+        say("features")
+        t = time.perf_counter()
+        from pipeline.features import extract_features
+
+        features = [extract_features(s, SAMPLE_RATE) for s in signals]
+        timings["features_s"] = time.perf_counter() - t
+
+        chunk_results: list[ChunkResult] = []
+        for i, (c, p) in enumerate(zip(chunks, probs)):
+            base, extra = base_scores(model, p)
+            tr = transcripts[i]
+            chunk_results.append(ChunkResult(
+                idx=i, start_s=round(c.start_s, 3), end_s=round(c.end_s, 3),
+                base=base, extra=extra,
+                dominant=taxonomy.dominant_emotion(base),
+                granular=taxonomy.granular_emotions(base),
+                complex=taxonomy.complex_emotions(base),
+                transcript=None if tr is None else tr.text,
+                language=None if tr is None else tr.language,
+                language_probability=None if tr is None else tr.language_probability,
+                words=[] if tr is None else list(tr.words),
+                features=features[i],
+            ))
+
+        tier = "fast" if live and cfg.explain == "full" else cfg.explain
+        if tier != "none" and chunk_results:
+            say("explanations")
+            t = time.perf_counter()
+            self._explain(chunk_results, signals, tier)
+            timings["explain_s"] = time.perf_counter() - t
+
+        settings = settings_for(cfg, info.emotion, info.whisper, live=live)
+        return FileResult(
+            file=name, duration_s=round(duration, 3), sample_rate=SAMPLE_RATE, channels=1, models=info,
+            chunks=chunk_results, settings=settings, notes=notes, timings=timings,
+        )
+
+    def _explain(self, chunk_results: list[ChunkResult], signals: list[np.ndarray], tier: str) -> None:
+        from pipeline import explain
+
+        model = self.emotion()
+        for res, sig in zip(chunk_results, signals):
+            res.explanation = explain.explain_chunk(
+                model, sig, config=self.config, tier=tier, target_label=None, seed=res.idx,
+            )
+        if hasattr(explain, "explain_features"):
+            explain.explain_features(model, chunk_results, signals, config=self.config)
+
+    def explain_full(self, result: FileResult, samples: np.ndarray, chunk_idx: int) -> ChunkResult:
+        """Run the full (input-masking) tier on one chunk of an analysed signal (16 kHz)."""
+        c = result.chunks[chunk_idx]
+        sig = samples[int(c.start_s * SAMPLE_RATE):int(c.end_s * SAMPLE_RATE)]
+        from pipeline import explain
+
+        c.explanation = explain.explain_chunk(self.emotion(), sig, config=self.config, tier="full",
+                                              target_label=None, seed=c.idx)
+        return c
+
+
+_ANALYZERS: dict[str, Analyzer] = {}
+
+
+def get_analyzer(config: Config | None = None) -> Analyzer:
+    """A process-wide Analyzer per configuration (models load once per process)."""
+    config = config or load_config()
+    key = config.to_json()
+    if key not in _ANALYZERS:
+        _ANALYZERS[key] = Analyzer(config)
+    return _ANALYZERS[key]
+
+
+def analyze_file(path: str | Path, config: Config | None = None) -> FileResult:
+    """Analyse one audio file with the given (or the environment's) configuration."""
+    return get_analyzer(config).analyze_file(path)
+
+
+def analyze_signal(samples: np.ndarray, sample_rate: int = SAMPLE_RATE, config: Config | None = None, *,
+                   name: str = "<signal>", live: bool = False) -> FileResult:
+    """Analyse a mono signal; ``live=True`` uses the live settings (beam 1, fast explanations)."""
+    return get_analyzer(config).analyze_signal(samples, sample_rate, name=name, live=live)

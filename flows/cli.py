@@ -55,7 +55,7 @@ def _print_table(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     m = result.models
     console.print(f"[bold]{result.file}[/bold]  {result.duration_s:.2f} s  "
                   f"emotion model: {m.emotion}  whisper: {m.whisper or 'none'}")
@@ -63,21 +63,25 @@ def _print_table(result) -> None:
         console.print(f"absent classes (this model does not have them): {', '.join(m.absent_labels)}")
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
+    show = m.emotion_trained
+    if not show:
+        console.print("[red]UNTRAINED emotion model: its scores are not emotions and are not shown "
+                      "(--json has the raw outputs, flagged emotion_trained=false)[/red]")
     table = Table()
-    for col in ("#", "start", "end", "dominant", "base (top 3)", "granular", "complex", "transcript"):
+    cols = ["#", "start s", "end s"] + (["dominant", "base (top 3)", "granular", "complex"] if show else [])
+    for col in cols + ["transcript"]:
         table.add_column(col)
     for c in result.chunks:
-        present = sorted(((k, v) for k, v in c.base.items() if v is not None), key=lambda kv: -kv[1])[:3]
-        dom = c.dominant or "-"
-        if not m.emotion_trained:
-            dom = f"({dom}: untrained)"
-        table.add_row(
-            str(c.idx), f"{c.start_s:.2f}", f"{c.end_s:.2f}", dom,
-            " ".join(f"{k} {v:.2f}" for k, v in present),
-            ", ".join(f"{g.name}" for g in c.granular[:3]),
-            ", ".join(f"{x.name} {x.confidence:.2f}" for x in c.complex),
-            (c.transcript or "")[:60],
-        )
+        row = [str(c.idx), f"{c.start_s:.2f}", f"{c.end_s:.2f}"]
+        if show:
+            present = sorted(((k, v) for k, v in c.base.items() if v is not None), key=lambda kv: -kv[1])[:3]
+            row += [
+                c.dominant or "-",
+                " ".join(f"{k} {v:.2f}" for k, v in present),
+                ", ".join(g.name for g in c.granular[:3]),
+                ", ".join(f"{x.name} {x.confidence:.2f}" for x in c.complex),
+            ]
+        table.add_row(*row, (c.transcript or "")[:80])
     console.print(table)
 
 

@@ -169,12 +169,10 @@ class Analyzer:
 
         signals = [samples[int(c.start_s * SAMPLE_RATE):int(c.end_s * SAMPLE_RATE)] for c in chunks]
 
+        tier = "fast" if live and cfg.explain == "full" else cfg.explain
         say("emotions")
         t = time.perf_counter()
-        probs = np.zeros((0, len(model.labels)), dtype=np.float32)
-        if signals:
-            bs = max(1, cfg.batch_size)
-            probs = np.concatenate([model.predict_proba(signals[i:i + bs]) for i in range(0, len(signals), bs)])
+        probs, frames = self._emotions(model, signals, keep_frames=tier != "none")
         timings["emotion_s"] = time.perf_counter() - t
 
         say("transcripts")
@@ -191,9 +189,10 @@ class Analyzer:
 
         say("features")
         t = time.perf_counter()
-        from pipeline.features import extract_features
+        from pipeline.features import feature_tracks
 
-        features = [extract_features(s, SAMPLE_RATE) for s in signals]
+        tracks = [feature_tracks(s, SAMPLE_RATE) for s in signals]
+        features = [tr.summarize().values for tr in tracks]
         timings["features_s"] = time.perf_counter() - t
 
         chunk_results: list[ChunkResult] = []
@@ -213,11 +212,15 @@ class Analyzer:
                 features=features[i],
             ))
 
-        tier = "fast" if live and cfg.explain == "full" else cfg.explain
         if tier != "none" and chunk_results:
             say("explanations")
             t = time.perf_counter()
-            self._explain(chunk_results, signals, tier)
+            from pipeline.explain import explain_batch
+
+            exps = explain_batch(model, signals, config=cfg, tier=tier, frames=frames, tracks=tracks,
+                                 seeds=[r.idx for r in chunk_results])
+            for res, exp in zip(chunk_results, exps):
+                res.explanation = exp
             timings["explain_s"] = time.perf_counter() - t
 
         settings = settings_for(cfg, info.emotion, info.whisper, live=live)
@@ -226,16 +229,22 @@ class Analyzer:
             chunks=chunk_results, settings=settings, notes=notes, timings=timings,
         )
 
-    def _explain(self, chunk_results: list[ChunkResult], signals: list[np.ndarray], tier: str) -> None:
-        from pipeline import explain
+    def _emotions(self, model: EmotionModel, signals: list[np.ndarray], *,
+                  keep_frames: bool) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """Class probabilities per chunk; with ``keep_frames`` also the encoder frames, computed once.
 
-        model = self.emotion()
-        for res, sig in zip(chunk_results, signals):
-            res.explanation = explain.explain_chunk(
-                model, sig, config=self.config, tier=tier, target_label=None, seed=res.idx,
-            )
-        if hasattr(explain, "explain_features"):
-            explain.explain_features(model, chunk_results, signals, config=self.config)
+        Every model pools frames by their mean before its head, so ``head_proba(mean(frames))`` *is* the
+        prediction: the explanations reuse the frames instead of running the encoder a second time.
+        """
+        if not signals:
+            return np.zeros((0, len(model.labels)), dtype=np.float32), []
+        if keep_frames:
+            frames = [np.asarray(model.frame_features(s)) for s in signals]
+            pooled = np.stack([f.mean(0) for f in frames])
+            return np.asarray(model.head_proba(pooled)), frames
+        bs = max(1, self.config.batch_size)
+        probs = np.concatenate([model.predict_proba(signals[i:i + bs]) for i in range(0, len(signals), bs)])
+        return probs, None
 
     def explain_full(self, result: FileResult, samples: np.ndarray, chunk_idx: int) -> ChunkResult:
         """Run the full (input-masking) tier on one chunk of an analysed signal (16 kHz)."""

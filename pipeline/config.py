@@ -37,6 +37,7 @@ SECTIONS = {
     "paths": ("db", "data_dir", "corpus_roots"),
     "live": (
         "ice_servers", "live_queue_size", "live_silence_ms", "live_max_utterance_s", "live_min_utterance_s",
+        "live_threads",
     ),
     "flows": ("workers", "retries"),
 }
@@ -103,6 +104,10 @@ class Config:
     live_silence_ms: int = 400
     live_max_utterance_s: float = 6.0
     live_min_utterance_s: float = 0.4
+    live_threads: int = 1
+    """Torch CPU threads of the live analysis worker (set on that thread only; 0 = torch's default).
+    1 leaves a core to WebRTC/Streamlit and avoids OpenMP spin-wait stalls on a busy machine
+    (measured in ``python -m bench.live_latency``, see docs/live.md)."""
 
     # --- flows
     workers: int = 1

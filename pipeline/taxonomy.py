@@ -8,6 +8,9 @@ Complex: the top two present base emotions; if they form a pair in COMPLEX_PAIRS
 report that complex emotion with the mean as confidence.
 
 Ties (exactly equal scores) are broken by the canonical order BASE_EMOTIONS, so results are deterministic.
+Boundaries are compared with a tolerance of BOUNDARY_TOL (1e-6): scores arrive as float32 model outputs
+(float32(0.7) is 0.69999999 as a Python float) and means are float sums ((0.4 + 0.2) / 2 is 0.30000000000000004),
+so a value within the tolerance of a boundary counts as exactly on it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ THRESHOLDS: dict[str, float] = {
 SECONDARY_RANGE: tuple[float, float] = (0.3, 0.7)
 SECONDARY_FACTOR: float = 0.7
 COMPLEX_MIN_MEAN: float = 0.3
+#: Values this close to a threshold count as equal to it (float32 outputs, float sums).
+BOUNDARY_TOL: float = 1e-6
 
 #: 24 granular names across the six base emotions.
 GRANULAR: dict[str, dict[str, tuple[str, ...]]] = {
@@ -78,10 +83,10 @@ def granular_emotions(base: Mapping[str, float | None]) -> list[GranularEmotion]
         return []
     dom, score = ranked[0]
     out: list[GranularEmotion] = []
-    if score >= THRESHOLDS[dom]:
+    if score >= THRESHOLDS[dom] - BOUNDARY_TOL:
         out += [GranularEmotion(n, score, "primary") for n in GRANULAR[dom]["primary"]]
     lo, hi = SECONDARY_RANGE
-    if lo <= score < hi:
+    if lo - BOUNDARY_TOL <= score < hi - BOUNDARY_TOL:
         out += [GranularEmotion(n, score * SECONDARY_FACTOR, "secondary") for n in GRANULAR[dom]["secondary"]]
     return out
 
@@ -93,7 +98,7 @@ def complex_emotions(base: Mapping[str, float | None]) -> list[ComplexEmotion]:
     (a, sa), (b, sb) = ranked[0], ranked[1]
     name = COMPLEX_PAIRS.get(frozenset({a, b}))
     mean = (sa + sb) / 2
-    if name and mean > COMPLEX_MIN_MEAN:
+    if name and mean > COMPLEX_MIN_MEAN + BOUNDARY_TOL:
         return [ComplexEmotion(name, mean)]
     return []
 

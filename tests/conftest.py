@@ -18,6 +18,8 @@ SHARED = ROOT.parent / "shared" / "datasets"
 pytest_plugins = [
     "tests.fixtures_audio",
     "tests.fixtures_models",
+    "tests.fixtures_whisper",
+    "tests.fixtures_warehouse_data",
 ]
 
 

@@ -1,0 +1,34 @@
+"""The EmotiVoice dashboard: ``streamlit run dashboard/app.py`` (or ``emotivoice dashboard``).
+
+Multipage through ``st.navigation``: the page files in ``dashboard/pages/`` are thin (each calls one
+``render()``); every query lives in ``dashboard.data``. The configuration (database, corpus roots,
+models) comes from ``pipeline.config.load_config()``: ``EMOTIVOICE_DB`` and friends, or
+``emotivoice.toml``.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:  # `streamlit run dashboard/app.py` puts only dashboard/ on the path
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+logging.getLogger("emotivoice").setLevel(logging.INFO)
+
+st.set_page_config(page_title="EmotiVoice", page_icon="🎙️", layout="wide")
+
+PAGES = [
+    st.Page("pages/1_Overview.py", title="Overview", icon=":material/insights:", default=True),
+    st.Page("pages/2_File.py", title="File", icon=":material/graphic_eq:"),
+    st.Page("pages/3_Explain.py", title="Explain", icon=":material/psychology:"),
+    st.Page("pages/4_SQL.py", title="SQL", icon=":material/database:"),
+    st.Page("pages/5_Runs.py", title="Runs", icon=":material/play_circle:"),
+    st.Page("pages/6_Live.py", title="Live", icon=":material/mic:"),
+]
+
+page = st.navigation(PAGES)
+st.sidebar.caption("EmotiVoice — speech emotion analysis")
+page.run()

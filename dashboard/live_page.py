@@ -1,0 +1,429 @@
+"""The Live page: microphone -> WebRTC -> the same pipeline as files, results within about a second.
+
+``render(config)`` draws the page; ``save_session(session, config)`` is what Stop does (recording as
+FLAC under ``<data_dir>/live/``, result into the warehouse as one file with ``source='live'``).
+
+How the pieces meet (the browser's audio never blocks on a model):
+
+* ``streamlit_webrtc.webrtc_streamer`` in SENDONLY mode, audio only, with the browser's echo
+  cancellation, noise suppression and auto gain off (they change levels, and so the scores). ICE
+  servers come from ``config.ice_servers`` only; an empty list is passed explicitly, since otherwise
+  the library adds a public STUN server by itself (see docs/live.md for deployments).
+* Its ``queued_audio_frames_callback`` runs on a WebRTC thread and only calls
+  ``LiveSession.push_frames`` (buffering + end-pointing, see ``pipeline.live``); a worker thread of the
+  session runs the models. The queued callback receives every frame (the plain per-frame callback
+  drops all but the newest when it falls behind).
+* The callback cannot touch Streamlit, so the session object lives in ``st.session_state`` and an
+  ``st.fragment(run_every=REFRESH_S)`` redraws from it while the stream plays; when it first draws a
+  result it stamps the time, which gives the on-screen latency shown on the page.
+* Fallback when WebRTC cannot connect: ``st.audio_input`` records a clip in the browser, which is
+  pushed through a LiveSession exactly as the stream would be and saved the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, load_config
+from pipeline.live import (
+    LiveResult,
+    LiveSession,
+    analyse_recording,
+    timeline_rows,
+    transcript_lines,
+    warm_up,
+)
+from pipeline.types import BASE_EMOTIONS, FileResult
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between redraws of the live panel while streaming.
+REFRESH_S = 0.25
+#: Seconds of history in the rolling emotion chart.
+CHART_WINDOW_S = 60.0
+#: Widget key of the WebRTC component (the browser test finds its iframe by title).
+WEBRTC_KEY = "emotivoice-live"
+#: Audio only, with the browser's processing off: echo cancellation, noise suppression and automatic
+#: gain change the levels the model hears (a test tone read 0.107 RMS instead of 0.177 with them on).
+MEDIA_CONSTRAINTS: dict[str, Any] = {
+    "audio": {"echoCancellation": False, "noiseSuppression": False, "autoGainControl": False},
+    "video": False,
+}
+_SESSION = "live_session"
+_LAST = "live_last_saved"
+_FALLBACK_DONE = "live_fallback_done"
+
+EMOTION_COLOURS = {
+    "anger": "#d62728", "fear": "#9467bd", "happiness": "#ffbf00",
+    "sadness": "#1f77b4", "surprise": "#17becf", "neutral": "#7f7f7f",
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure helpers (tested without a browser)
+# --------------------------------------------------------------------------------------------------
+
+def ice_server(url: str) -> dict[str, Any]:
+    """One ``config.ice_servers`` entry -> an RTCIceServer dict.
+
+    ``stun:host:port`` as is; TURN credentials may be written into the URL as
+    ``turn:USER:PASSWORD@host:port[?transport=udp|tcp]`` (also ``turns:``).
+    """
+    url = url.strip()
+    scheme, sep, rest = url.partition(":")
+    if not sep or scheme.lower() not in ("stun", "stuns", "turn", "turns"):
+        raise ValueError(f"config ice_servers: {url!r} is not a stun:/turn: URL")
+    if "@" in rest and scheme.lower().startswith("turn"):
+        cred, _, host = rest.rpartition("@")
+        user, _, password = cred.partition(":")
+        return {"urls": [f"{scheme}:{host}"], "username": user, "credential": password}
+    return {"urls": [url]}
+
+
+def rtc_configuration(config: Config) -> dict[str, Any]:
+    """The RTCConfiguration for both browser and server: exactly the configured ICE servers.
+
+    An explicit empty list matters: without ``iceServers`` streamlit-webrtc adds a public STUN server
+    (an outside request); with none, host candidates work on localhost and the LAN.
+    """
+    return {"iceServers": [ice_server(u) for u in config.ice_servers]}
+
+
+@dataclass
+class SavedSession:
+    """What Stop stored."""
+
+    session_id: str
+    path: Path
+    """The recording: 16 kHz mono 16-bit FLAC under ``<data_dir>/live/``."""
+    sha256: str
+    result: FileResult
+    stored: bool
+    """Whether the result reached the warehouse."""
+    warehouse_error: str | None = None
+    file_id: int | None = None
+    """The warehouse's file_id of the session (when stored)."""
+
+
+def _write_warehouse(config: Config, session: LiveSession, path: Path, sha256: str, result: FileResult,
+                     settings_key: str) -> int:
+    """Store the session as one run (source 'live') holding one file (source 'live'); returns file_id."""
+    from warehouse import Warehouse
+
+    wh = Warehouse(config.db)
+    stats = session.stats()
+    run_id = wh.start_run(config.to_json(), source="live")
+    try:
+        file_id = wh.write_result(str(path), sha256, result, settings_key=settings_key, run_id=run_id,
+                                  source="live", recorded_at=session.created.replace(tzinfo=None))
+    except Exception:
+        wh.finish_run(run_id, "failed", summary={"session": session.id})
+        raise
+    wh.finish_run(run_id, "completed", summary={
+        "session": session.id, "utterances": stats.analysed, "dropped_overload": stats.dropped_overload,
+        "dropped_short": stats.dropped_short, "latency_p50_s": stats.latency_p50_s,
+        "latency_p95_s": stats.latency_p95_s})
+    return file_id
+
+
+def save_session(session: LiveSession, config: Config) -> SavedSession:
+    """Stop the session and store it: the recording as FLAC, its result as one warehouse file.
+
+    Saved once: later calls (Stop's rerun and the stream's on-ended hook may both call this) return
+    the first call's SavedSession. The stored result is the concatenation of the utterance results
+    (times offset into the recording; utterances dropped under overload are analysed now), see
+    ``LiveSession.session_result``.
+
+    Raises:
+        ValueError: nothing was recorded.
+    """
+    from pipeline.analyze import settings_key
+    from pipeline.audio import file_sha256
+
+    with session.save_lock:
+        if session.saved is not None:
+            return session.saved
+        session.stop()
+        path = (config.data_path / "live" / f"{session.id}.flac").resolve()
+        session.save_recording(path)
+        result = session.session_result(name=str(path))
+        sha = file_sha256(path)
+        key = settings_key(result.settings)
+        try:
+            file_id = _write_warehouse(config, session, path, sha, result, key)
+        except Exception as exc:  # the recording is safe on disk; say why the table write failed
+            logger.exception("live %s: saving the result to the warehouse %s failed", session.id, config.db)
+            saved = SavedSession(session.id, path, sha, result, stored=False,
+                                 warehouse_error=f"{type(exc).__name__}: {exc}")
+        else:
+            logger.info("live %s saved: %s (%d chunks) into %s", session.id, path, len(result.chunks), config.db)
+            saved = SavedSession(session.id, path, sha, result, stored=True, file_id=file_id)
+        session.saved = saved
+        return saved
+
+
+def _save_in_background(session: LiveSession, config: Config) -> None:
+    """The stream ended (Stop, a closed tab, a dropped connection): save without waiting for a rerun."""
+
+    def run() -> None:
+        try:
+            if session.stats().frames:
+                save_session(session, config)
+        except Exception:
+            logger.exception("live %s: saving after the stream ended failed", session.id)
+
+    threading.Thread(target=run, name=f"emotivoice-save-{session.id}", daemon=True).start()
+
+
+def _fmt_time(s: float) -> str:
+    m, sec = divmod(max(0.0, s), 60)
+    return f"{int(m):02d}:{sec:04.1f}"
+
+
+def _fmt_s(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f} s"
+
+
+# --------------------------------------------------------------------------------------------------
+# Drawing
+# --------------------------------------------------------------------------------------------------
+
+def _chart(results: list[LiveResult], trained: bool, now_s: float | None):
+    import altair as alt
+    import pandas as pd
+
+    rows = timeline_rows(results)
+    if not rows:
+        return None
+    df = pd.DataFrame(rows)
+    end = max(now_s or 0.0, float(df["end_s"].max()))
+    df = df[df["time_s"] >= end - CHART_WINDOW_S]
+    present = [e for e in BASE_EMOTIONS if e in set(df["emotion"])]
+    title = "Emotion scores per chunk" if trained else "Scores of an UNTRAINED model (not emotions)"
+    return (
+        alt.Chart(df, title=title)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("time_s:Q", title="session time (s)", scale=alt.Scale(domain=[max(0.0, end - CHART_WINDOW_S), end])),
+            y=alt.Y("probability:Q", title="probability", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("emotion:N", scale=alt.Scale(domain=present,
+                                                         range=[EMOTION_COLOURS[e] for e in present])),
+            tooltip=["emotion", alt.Tooltip("probability:Q", format=".2f"), "start_s", "end_s"],
+        )
+        .properties(height=260)
+    )
+
+
+def _draw_results(st, session: LiveSession | None, results: list[LiveResult], *, trained: bool,
+                  playing: bool, key: str) -> None:
+    if session is not None:
+        session.mark_shown(results)  # drawn in this pass: stamp before the stats so the latency shows now
+        stats = session.stats()
+        cols = st.columns([1, 1, 1, 1, 2, 1])
+        cols[0].metric("Heard", f"{stats.received_s:.1f} s", "speaking" if stats.in_speech else None,
+                       delta_color="off")
+        cols[1].metric("Analysed", stats.analysed, help="Utterances analysed so far")
+        cols[2].metric("Waiting", stats.waiting + (1 if stats.busy else 0), help="Utterances in analysis or queued")
+        cols[3].metric("Dropped", stats.dropped_overload,
+                       help="When analysis falls behind, the oldest waiting utterance is dropped so the "
+                            "newest results stay within about a second; dropped ones are analysed at Stop.")
+        cols[4].metric("Latency p50 / p95", f"{_fmt_s(stats.display_latency_p50_s)} / "
+                                            f"{_fmt_s(stats.display_latency_p95_s)}",
+                       help="End of utterance (as the end-pointer decides it) -> result on screen. "
+                            f"Result ready: p50 {_fmt_s(stats.latency_p50_s)}, p95 {_fmt_s(stats.latency_p95_s)}. "
+                            f"The end-pointer waits {session.config.live_silence_ms} ms of silence first.")
+        cols[5].metric("Blips", stats.dropped_short,
+                       help=f"Sounds under {session.config.live_min_utterance_s:g} s of speech, ignored")
+        if stats.last_error:
+            st.error(f"{stats.errors} utterance(s) failed to analyse; last: {stats.last_error}")
+        if playing and not results:
+            st.info("Listening… speak; a result appears after each pause "
+                    f"({session.config.live_silence_ms} ms of silence) or every "
+                    f"{session.config.live_max_utterance_s:g} s of continuous speech.")
+    chart = _chart(results, trained, session.duration_s if session is not None else None)
+    if chart is not None:
+        st.altair_chart(chart, use_container_width=True, key=f"{key}_chart")
+    lines = transcript_lines(results)
+    if lines:
+        st.subheader("Transcript")
+        md = []
+        for ln in reversed(lines[-50:]):
+            text = ln.text if ln.text else "*(no transcript)*"
+            tag = "–" if ln.dominant is None else f"**{ln.dominant}** {ln.confidence:.2f}"
+            extra = []
+            if ln.granular:
+                extra.append("granular: " + ", ".join(ln.granular))
+            if ln.complex:
+                extra.append("complex: " + ", ".join(ln.complex))
+            md.append(f"- `{_fmt_time(ln.start_s)}–{_fmt_time(ln.end_s)}` {text} — {tag}"
+                      + (f" · {' · '.join(extra)}" if extra else ""))
+        st.markdown("\n".join(md))
+
+
+_WARMED: set[str] = set()
+_WARM_LOCK = threading.Lock()
+
+
+def _warm_once(config: Config, analyzer) -> None:
+    """Pay the first analysis' one-off costs (library imports, kernel compilation: ~30 s on a busy
+    2-core machine) once per process and configuration, before the first utterance needs them."""
+    key = config.to_json()
+    with _WARM_LOCK:
+        if key in _WARMED:
+            return
+        took = warm_up(analyzer.analyze_signal, torch_threads=config.live_threads)
+        _WARMED.add(key)
+        logger.info("live: warm-up analysis took %.1f s", took)
+
+
+def _model_header(st, config: Config):
+    """Model names (loads the models once per process); None when a model is unavailable."""
+    from pipeline.analyze import get_analyzer
+
+    try:
+        with st.spinner("Loading models…"):
+            analyzer = get_analyzer(config)
+            info = analyzer.model_info()
+            _warm_once(config, analyzer)
+    except Exception as exc:  # ModelUnavailableError says which model and how to get it
+        st.error(f"The live tab cannot run: {exc}")
+        return None
+    st.caption(f"Emotion model: `{info.emotion}` · Whisper: `{info.whisper or 'off'}` · "
+               f"explanations: fast · Whisper beam: {config.live_beam_size}")
+    if not info.emotion_trained:
+        st.warning(f"The emotion model {info.emotion} is untrained (random weights): its scores are not emotions.")
+    if info.absent_labels:
+        st.caption("Not predicted by this model: " + ", ".join(info.absent_labels))
+    return info
+
+
+def _saved_message(st, saved: SavedSession) -> None:
+    n = len(saved.result.chunks)
+    if saved.stored:
+        st.success(f"Saved session {saved.session_id}: {saved.path} ({saved.result.duration_s:.1f} s, {n} chunk(s)). "
+                   "It is listed on the File and Explain pages.")
+    else:
+        st.warning(f"Recording saved to {saved.path} ({n} chunk(s)), but the warehouse write failed: "
+                   f"{saved.warehouse_error}")
+
+
+def _finish(st, session: LiveSession, config: Config) -> None:
+    """Save an ended session (once) and remember it for display."""
+    if not session.stats().frames:
+        return
+    with st.spinner("Saving the session…"):
+        try:
+            st.session_state[_LAST] = save_session(session, config)
+        except ValueError as exc:
+            st.warning(f"Nothing saved: {exc}")
+
+
+def _new_session(config: Config) -> LiveSession:
+    return LiveSession(config)
+
+
+def render(config: Config | None = None) -> None:
+    """Draw the Live page (the body of dashboard/pages/6_Live.py)."""
+    import streamlit as st
+    from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+    config = config or load_config()
+    st.header("Live analysis")
+    info = _model_header(st, config)
+    if info is None:
+        return
+
+    session: LiveSession | None = st.session_state.get(_SESSION)
+    if session is not None and session.stopped:  # the stream ended between runs (its on-ended hook saved it)
+        _finish(st, session, config)
+        session = None
+    if session is None:
+        session = _new_session(config)
+        st.session_state[_SESSION] = session
+    current = session  # the callbacks below capture this session; it must be the one to receive frames
+
+    async def on_frames(frames):  # WebRTC thread: buffer only
+        current.push_frames(frames)
+        return frames
+
+    ctx = webrtc_streamer(
+        key=WEBRTC_KEY,
+        mode=WebRtcMode.SENDONLY,
+        rtc_configuration=rtc_configuration(config),
+        media_stream_constraints=MEDIA_CONSTRAINTS,
+        queued_audio_frames_callback=on_frames,
+        on_audio_ended=lambda: _save_in_background(current, config),
+        async_processing=True,
+    )
+    playing = bool(ctx.state.playing)
+    if playing:
+        session.start()
+    elif session.stats().frames > 0:  # Stop was pressed: save (once) and get ready for the next Start
+        _finish(st, session, config)
+        st.session_state[_SESSION] = _new_session(config)
+
+    last: SavedSession | None = st.session_state.get(_LAST)
+
+    @st.fragment(run_every=REFRESH_S if playing else None)
+    def live_panel() -> None:
+        if playing:
+            _draw_results(st, current, current.results(), trained=info.emotion_trained, playing=True,
+                          key="live")
+        elif last is not None:
+            _saved_message(st, last)
+            _draw_results(st, None, _results_of(last.result), trained=info.emotion_trained, playing=False,
+                          key="live")
+        else:
+            st.info("Press START and allow the microphone. Results appear after each pause in speech.")
+
+    live_panel()
+
+    st.divider()
+    _fallback(st, config, info)
+
+
+def _results_of(result: FileResult) -> list[LiveResult]:
+    """A saved session's chunks as one LiveResult (for drawing with the same code)."""
+    from pipeline.live import Utterance
+
+    import numpy as np
+
+    utt = Utterance(index=0, start_s=0.0, end_s=result.duration_s, samples=np.zeros(0, dtype=np.float32),
+                    reason="stop", speech_s=result.duration_s)
+    return [LiveResult(utterance=utt, result=result, closed_at=0.0, done_at=0.0)]
+
+
+def _fallback(st, config: Config, info) -> None:
+    st.subheader("No connection? Record a clip instead")
+    st.caption("If the live connection cannot be made (a firewall, no TURN server), record here: the clip is "
+               "analysed the same way (end-pointed into utterances) and saved like a live session.")
+    clip = st.audio_input("Record", sample_rate=48000, key="live_fallback_clip")
+    if clip is None:
+        return
+    data = clip.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    done: dict[str, SavedSession] = st.session_state.setdefault(_FALLBACK_DONE, {})
+    if digest not in done:
+        from pipeline.audio import decode_bytes
+
+        try:
+            audio = decode_bytes(data, "microphone clip")
+        except Exception as exc:  # AudioError names the reason
+            st.error(f"The recording cannot be read: {exc}")
+            return
+        with st.spinner("Analysing the recording…"):
+            session = analyse_recording(audio.samples, audio.sample_rate, config)
+            try:
+                done[digest] = save_session(session, config)
+            except ValueError as exc:
+                st.warning(f"Nothing saved: {exc}")
+                return
+    saved = done[digest]
+    _saved_message(st, saved)
+    _draw_results(st, None, _results_of(saved.result), trained=info.emotion_trained, playing=False,
+                  key="fallback")

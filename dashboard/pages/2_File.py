@@ -1,0 +1,15 @@
+"""File: waveform with the chunk timeline, per-chunk emotions, transcript and audio.
+
+Body in dashboard/views/file.py.
+"""
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:  # `streamlit run` puts only the script's folder on the path
+    sys.path.insert(0, _ROOT)
+
+from dashboard.views import file  # noqa: E402
+
+file.render()

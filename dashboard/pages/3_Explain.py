@@ -1,0 +1,15 @@
+"""Explain: SHAP, LIME, attention, acoustic features and faithfulness of one chunk.
+
+Body in dashboard/views/explain.py.
+"""
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:  # `streamlit run` puts only the script's folder on the path
+    sys.path.insert(0, _ROOT)
+
+from dashboard.views import explain  # noqa: E402
+
+explain.render()

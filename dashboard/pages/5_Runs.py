@@ -1,0 +1,12 @@
+"""Runs: ingestion runs, failed files, start an ingestion of an allowed folder (body in dashboard/views/runs.py)."""
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:  # `streamlit run` puts only the script's folder on the path
+    sys.path.insert(0, _ROOT)
+
+from dashboard.views import runs  # noqa: E402
+
+runs.render()

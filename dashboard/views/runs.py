@@ -1,0 +1,101 @@
+"""Runs: ingestion runs, failed files with their reasons, and starting an ingestion of an allowed folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from dashboard import actions, data
+from dashboard.views import common
+
+POLL_S = 1.0
+
+
+def render() -> None:
+    common.ensure_app_navigation()
+    cfg = common.config()
+    db = common.db_path(cfg)
+    st.title("Runs")
+    st.caption(f"Database: `{db}`")
+    _start_section(cfg, db)
+    _jobs_section(db)
+
+    with common.guard():
+        status = data.status(db)
+        if not status.exists or status.empty:
+            common.empty_state(db, status)
+            return
+        runs = data.runs(db)
+        reasons = data.failures(db)
+        failed = data.failed_files(db)
+    st.subheader("Ingestion runs")
+    if len(runs):
+        st.dataframe(runs, hide_index=True, width="stretch", key="runs_table",
+                     column_config={"seconds": st.column_config.NumberColumn("seconds", format="%.1f")})
+    else:
+        st.info("No runs recorded yet.")
+    st.subheader("Failed and skipped files")
+    if len(failed):
+        st.caption(f"{status.failed_files:,} failed (retried by the next run) · {status.skipped_files:,} skipped "
+                   f"(not audio, hidden; not retried while unchanged)")
+        st.dataframe(reasons, hide_index=True, width="stretch", key="runs_reasons")
+        st.dataframe(failed, hide_index=True, width="stretch", key="runs_failed")
+    else:
+        st.success("No failed or skipped files.")
+
+
+def _start_section(cfg, db: str) -> None:
+    st.subheader("Start an ingestion")
+    roots = actions.allowed_roots(cfg)
+    if not roots:
+        st.warning("No corpus root exists: set `corpus_roots` in the configuration to folders the dashboard may "
+                   "ingest.")
+        return
+    st.caption("Folders under the configured corpus roots only"
+               + ("" if cfg.corpus_roots else " (none configured: the bundled examples/ folder)") + ": "
+               + ", ".join(f"`{r}`" for r in roots))
+    choices = [str(p) for p in actions.folder_choices(cfg)]
+    left, right = st.columns([4, 1], vertical_alignment="bottom")
+    folder = left.selectbox("Folder to ingest", choices, key="runs_folder")
+    if right.button("Start ingestion", type="primary", key="runs_start", width="stretch") and folder:
+        try:
+            job = actions.start_ingestion(cfg, folder, db)  # validates the folder again, server-side
+        except (ValueError, RuntimeError, OSError) as exc:
+            st.error(str(exc))
+        else:
+            st.success(f"Ingestion of `{job.folder}` started (log: `{job.log_path}`).")
+
+
+def _jobs_section(db: str) -> None:
+    jobs = actions.jobs(db)
+    if not jobs:
+        return
+    running = any(j.state().running for j in jobs)
+
+    @st.fragment(run_every=POLL_S if running else None)
+    def progress() -> None:
+        any_running = False
+        for job in jobs[:5]:
+            state = job.state()
+            any_running |= state.running
+            name = Path(job.folder).name or str(job.folder)
+            if state.running:
+                frac = state.fraction
+                text = (f"Ingesting {name}: {state.done_files}/{state.total_files} files" if frac is not None
+                        else f"Ingesting {name}: starting (discovering files, loading models)…")
+                st.progress(frac or 0.0, text=text)
+                if st.button("Stop", key=f"stop_{job.job_id}"):
+                    job.stop()
+            elif state.ok:
+                st.progress(1.0, text=f"Ingestion of {name} finished")
+            else:
+                st.error(f"Ingestion of {name} ended with exit code {state.returncode}; log: {job.log_path}")
+            if state.last_lines:
+                with st.expander(f"Output of {name}", expanded=not state.running):
+                    st.code("\n".join(state.last_lines[-8:]), language=None)
+        if running and not any_running:
+            data.clear_caches()
+            st.rerun()  # the run finished: refresh the tables below
+
+    progress()

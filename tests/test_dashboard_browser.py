@@ -1,0 +1,230 @@
+"""End to end in Debian's chromium: ``emotivoice dashboard`` on a filled warehouse, every page visited.
+
+The server is started the way users start it (``python -m flows.cli dashboard --db ... --port ...`` on
+127.0.0.1) on a copy of ``filled_warehouse``, with the tiny random HuBERT as the configured model and
+the filled warehouse's corpus as the only corpus root. The browser opens every page, ticks "include
+untrained", opens a file, plays a chunk, runs a SQL query and downloads its CSV, starts an ingestion of a
+new folder and waits for it to finish. A screenshot of each page goes to ``artifacts/`` (git-ignored).
+``st.dataframe`` draws on a canvas, so table contents are checked in tests/test_dashboard.py instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures_warehouse_data import CONVERSATION_NAME, copy_warehouse
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         "--autoplay-policy=no-user-gesture-required"]
+NEW_CLIP = ("Actor_05", "03-01-02-01-01-01-05.flac")
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(port: int, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the dashboard exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"the dashboard did not answer on port {port} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def dashboard(filled_warehouse, ravdess_dir, tmp_path):
+    """(base URL, database path, corpus, server log) of a running ``emotivoice dashboard``."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
+    corpus = tmp_path / "corpus"
+    shutil.copytree(filled_warehouse.corpus, corpus)
+    db = copy_warehouse(filled_warehouse.db, tmp_path)
+    import warehouse  # the copied corpus holds the analysed files at new paths: point the rows there
+
+    with warehouse.connection.write_connection(db) as con:
+        con.execute("UPDATE files SET path = replace(path, ?, ?), folder = replace(folder, ?, ?)",
+                    [str(filled_warehouse.corpus), str(corpus)] * 2)
+    (corpus / NEW_CLIP[0]).mkdir()
+    shutil.copy2(ravdess_dir / NEW_CLIP[0] / NEW_CLIP[1], corpus / NEW_CLIP[0] / NEW_CLIP[1])
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "EMOTIVOICE_EMOTION_MODEL": filled_warehouse.config.emotion_model, "EMOTIVOICE_WHISPER_MODEL": "none",
+           "EMOTIVOICE_DEVICE": "cpu", "EMOTIVOICE_CORPUS_ROOTS": str(corpus),
+           "EMOTIVOICE_DATA_DIR": str(tmp_path / "data"), "EMOTIVOICE_ICE_SERVERS": ""}
+    for key in ("EMOTIVOICE_CONFIG", "EMOTIVOICE_DB"):
+        env.pop(key, None)
+    log = tmp_path / "dashboard.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "dashboard", "--db", str(db), "--port", str(port)],
+                                cwd=str(ROOT), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_healthy(port, proc, log)
+        yield f"http://127.0.0.1:{port}", db, corpus, log
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the CLI and the streamlit server it started
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
+        pg = context.new_page()
+        pg.set_default_timeout(180_000)  # generous: the machine may be busy with other work
+        yield pg
+        browser.close()
+
+
+def settle(page) -> None:
+    """Wait until the script run finished (Streamlit shows a status widget while it runs)."""
+    time.sleep(0.5)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+    time.sleep(1.0)
+
+
+def heading(page, text: str) -> None:
+    page.get_by_role("heading", name=text, exact=True).first.wait_for()
+    settle(page)
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+
+
+def go(page, link: str, title: str | None = None) -> None:
+    """Follow the sidebar link ``link`` and wait for the page's heading (default: the link's text)."""
+    page.get_by_role("link", name=link, exact=True).first.click()
+    heading(page, title or link)
+
+
+def test_every_page_works_in_chromium(dashboard, page):
+    base, db, corpus, log = dashboard
+    try:
+        visit_every_page(page, base, db, corpus)
+    except BaseException:  # leave what the browser saw and what the server said
+        shot(page, "failure")
+        print(f"page at failure: {page.url}\n--- dashboard log (tail) ---\n{log.read_text()[-4000:]}")
+        raise
+
+
+def visit_every_page(page, base: str, db: Path, corpus: Path) -> None:
+    import warehouse
+
+    # Overview: untrained results are left out until asked for, then every chart draws.
+    page.goto(base + "/")
+    heading(page, "Overview")
+    assert page.get_by_text("come from untrained (random-weight) models").is_visible()
+    page.get_by_role("checkbox", name="Include untrained models").check(force=True)
+    settle(page)
+    page.wait_for_function("() => document.querySelectorAll('.vega-embed').length >= 4")
+    shot(page, "overview")
+
+    # Open the newest file (the joined conversation) from the Overview.
+    page.get_by_role("button", name="Open file").click()
+    heading(page, "File")
+    assert page.get_by_text(CONVERSATION_NAME).first.is_visible()
+    assert page.get_by_text("Not emotions.").is_visible()
+    page.wait_for_selector("audio")
+    page.wait_for_function("() => document.querySelectorAll('.vega-embed').length >= 2")
+    chunk = warehouse.read_df(
+        "SELECT c.start_s, c.end_s FROM chunks c JOIN files f USING (file_id) WHERE f.path LIKE ? ORDER BY c.idx "
+        "LIMIT 1", [f"%{CONVERSATION_NAME}"], db=db).iloc[0]
+    audio = page.locator("audio").first
+    audio.scroll_into_view_if_needed()
+    page.wait_for_function("() => document.querySelector('audio').readyState >= 1 && "
+                           "isFinite(document.querySelector('audio').duration)")
+    duration = audio.evaluate("a => a.duration")
+    assert abs(duration - (chunk.end_s - chunk.start_s)) < 0.05  # the player holds exactly that chunk
+    audio.evaluate("a => a.play()")
+    page.wait_for_function("() => document.querySelector('audio').currentTime > 0.3 || "
+                           "document.querySelector('audio').ended", timeout=60_000)
+    shot(page, "file")
+
+    # Explain: the chunk's SHAP bars, then its LIME weights and attention maps.
+    go(page, "Explain")
+    assert page.get_by_text("Explained label").is_visible()
+    page.wait_for_function("() => document.querySelectorAll('.vega-embed').length >= 1")
+    shot(page, "explain")
+    page.get_by_role("tab", name="Attention").click()
+    settle(page)
+    assert page.get_by_text("rollout (all layers)").is_visible()
+    shot(page, "explain-attention")
+
+    # SQL: a query typed in (a text area commits on Control+Enter), run, and its CSV downloaded.
+    go(page, "SQL")
+    editor = page.get_by_role("textbox", name="Query")
+    editor.fill("SELECT path, n_chunks FROM files WHERE status = 'ok' ORDER BY path")
+    editor.press("Control+Enter")
+    settle(page)
+    page.get_by_role("button", name="Run", exact=True).click()
+    settle(page)
+    page.get_by_text("row(s) in").wait_for()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    expected = warehouse.read_df("SELECT path, n_chunks FROM files WHERE status = 'ok' ORDER BY path", db=db)
+    assert [r["path"] for r in rows] == expected["path"].tolist()
+    assert [int(r["n_chunks"]) for r in rows] == expected["n_chunks"].tolist()
+    shot(page, "sql")
+    editor.fill("DROP TABLE files")
+    editor.press("Control+Enter")
+    settle(page)
+    page.get_by_role("button", name="Run", exact=True).click()
+    settle(page)
+    assert page.get_by_text("only read queries are allowed").is_visible()
+    assert not page.get_by_text("Traceback").count()
+
+    # Runs: start an ingestion of the new folder and wait until it has finished.
+    go(page, "Runs")
+    assert page.get_by_text("Failed and skipped files").is_visible()
+    page.get_by_label("Folder to ingest").click()
+    page.get_by_role("option", name=str((corpus / NEW_CLIP[0]).resolve()), exact=True).click()
+    settle(page)
+    page.get_by_role("button", name="Start ingestion").click()
+    page.get_by_text("started (log:").wait_for()
+    page.get_by_text(f"Ingestion of {NEW_CLIP[0]} finished").wait_for(timeout=420_000)
+    settle(page)
+    shot(page, "runs")
+    done = warehouse.read_df("SELECT r.status, f.path, f.status AS file_status FROM runs r JOIN files f USING (run_id) "
+                             "WHERE r.run_id = (SELECT max(run_id) FROM runs)", db=db)
+    assert done["status"].tolist() == ["completed"] and done["path"].str.endswith(NEW_CLIP[1]).all()
+    assert done["file_status"].tolist() == ["ok"]
+
+    # Live: mounted as the last page.
+    go(page, "Live", "Live analysis")
+    page.get_by_text("Loading models…").wait_for(state="hidden", timeout=300_000)
+    settle(page)
+    shot(page, "live")

@@ -1,0 +1,154 @@
+"""End to end in Debian's chromium: fake microphone -> WebRTC -> Live page -> results -> Stop -> saved.
+
+A streamlit server runs the Live page alone (dashboard/pages/6_Live.py) on a free 127.0.0.1 port with
+the tiny random HuBERT, no Whisper, fast explanations, a temp database and data folder. Headless
+chromium plays three RAVDESS clips (48 kHz WAV) as its microphone. No outside request is made:
+no ICE servers are configured (host candidates on this machine's own address).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import resample_poly
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"streamlit did not answer on port {port} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def fake_microphone_wav(tmp_path, three_utterances_wav) -> Path:
+    """The three clips (with 1.5 s pauses), 1 s of silence first, as a 48 kHz 16-bit stereo WAV."""
+    x, rate = sf.read(three_utterances_wav.path, dtype="float32")
+    x = np.concatenate([np.zeros(rate, dtype=np.float32), x, np.zeros(rate, dtype=np.float32)])
+    x48 = resample_poly(x, 48000 // rate, 1).astype(np.float32)
+    path = tmp_path / "microphone.wav"
+    sf.write(path, np.stack([x48, x48], axis=1), 48000, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture
+def live_server(tmp_path, tiny_hubert_dir):
+    port = free_port()
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "EMOTIVOICE_EMOTION_MODEL": str(tiny_hubert_dir),
+        "EMOTIVOICE_WHISPER_MODEL": "none",
+        "EMOTIVOICE_EXPLAIN": "fast",
+        "EMOTIVOICE_DB": str(tmp_path / "live.duckdb"),
+        "EMOTIVOICE_DATA_DIR": str(tmp_path / "data"),
+        "EMOTIVOICE_ICE_SERVERS": "",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("EMOTIVOICE_CONFIG", None)
+    log = tmp_path / "streamlit.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "pages" / "6_Live.py"),
+             "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(port, proc, log)
+        yield {"url": f"http://127.0.0.1:{port}", "db": tmp_path / "live.duckdb", "data": tmp_path / "data",
+               "log": log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_speaking_into_the_live_tab_shows_results_and_stop_saves_the_session(live_server, fake_microphone_wav):
+    """Stream, see results, Stop saves; then the st.audio_input fallback saves a second session."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing (apt install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run",
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={fake_microphone_wav}",
+            "--autoplay-policy=no-user-gesture-required"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        try:
+            page = browser.new_page()
+            page.goto(live_server["url"], timeout=60_000)
+            widget = page.frame_locator("iframe[title*='streamlit_webrtc']")
+            # the first render loads the model and runs the warm-up analysis
+            widget.get_by_role("button", name="START").click(timeout=240_000)
+
+            # results appear while streaming: a transcript line tagged with an emotion, and a latency
+            expect(page.get_by_text("Transcript", exact=True)).to_be_visible(timeout=120_000)
+            line = page.locator("li").filter(has_text=re.compile(r"\d\d:\d\d\.\d–\d\d:\d\d\.\d"))
+            expect(line.first).to_contain_text(re.compile(r"(anger|fear|happiness|sadness|surprise|neutral) \d\.\d\d"))
+            expect(page.get_by_text(re.compile(r"\d+\.\d\d s / \d+\.\d\d s"))).to_be_visible(timeout=30_000)
+            body = page.inner_text("body")
+            assert "untrained" in body  # a random model's scores are never presented as emotions
+
+            widget.get_by_role("button", name="STOP").click()
+            saved = page.get_by_text(re.compile(r"Saved session live-"))
+            expect(saved).to_be_visible(timeout=120_000)
+            message = saved.inner_text()
+            flac = Path(re.search(r"(/\S+\.flac)", message).group(1))
+
+            # the fallback: a clip recorded with st.audio_input is analysed and saved the same way
+            recorder = page.get_by_test_id("stAudioInput")
+            recorder.get_by_role("button", name="Record").click()
+            time.sleep(6)
+            recorder.get_by_role("button", name="Stop recording").click()
+            expect(page.get_by_text(re.compile(r"Saved session live-"))).to_have_count(2, timeout=120_000)
+        finally:
+            browser.close()
+
+    flacs = sorted((live_server["data"] / "live").glob("live-*.flac"))
+    assert len(flacs) == 2 and flac in flacs, message
+    info = sf.info(flac)
+    assert info.samplerate == 16000 and info.channels == 1 and info.duration > 3.0
+
+    from warehouse import Warehouse
+
+    wh = Warehouse(live_server["db"])
+    files = wh.read_df("SELECT file_id, path, source FROM files ORDER BY file_id")
+    assert list(files["source"]) == ["live", "live"]
+    assert sorted(files["path"]) == [str(f) for f in flacs]
+    streamed = int(files.loc[files["path"] == str(flac), "file_id"].iloc[0])
+    n = wh.read_df("SELECT count(*) AS n FROM chunks WHERE file_id = ?", [streamed])["n"][0]
+    assert n >= 1

@@ -1,0 +1,578 @@
+"""Writes: runs, one file's results in one transaction, failures, idempotency and reuse by content.
+
+Every write prepares its rows as Arrow tables *before* taking the database lock, then opens, inserts
+in one transaction and closes, so the lock is held for about a tenth of a second per file (most of
+it DuckDB's commit and checkpoint; see bench/warehouse_bench.py).
+
+Idempotency rules (``path`` is stored absolute):
+  * the same content (sha256) with the same settings key at a path that already has ``ok`` results
+    is a no-op (``write_result`` returns the existing file_id);
+  * anything else written at a known path replaces every row of that path (latest outcome wins);
+  * the same content at another path is copied from the stored rows (``find_reusable`` +
+    ``copy_file_results``), without running the models again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from pipeline.types import BASE_EMOTIONS, ChunkResult, FileResult
+from warehouse import connection
+from warehouse.errors import WarehouseError
+from warehouse.schema import CHUNK_TABLES, folder_of, utc_now
+
+logger = logging.getLogger(__name__)
+
+SOURCES = ("batch", "live")
+
+
+def settings_key(settings: Mapping[str, Any]) -> str:
+    """Hash of the pipeline settings that shaped a result: ``pipeline.analyze.settings_key`` itself,
+    so the flow's key and the stored key always agree."""
+    from pipeline.analyze import settings_key as pipeline_key
+
+    return pipeline_key(dict(settings))
+
+
+_key_of = settings_key
+
+
+def normalize_path(path: str | os.PathLike) -> str:
+    """How paths are stored and compared: absolute, without resolving symlinks; URLs unchanged."""
+    text = os.fspath(path)
+    return text if "://" in text else os.path.abspath(text)
+
+
+def _first(rows: list) -> Any:
+    """First row of a fully fetched result, or None. (Results are always fetched to the end: DuckDB 2
+    refuses new work on a connection with an unfinished result.)"""
+    return rows[0] if rows else None
+
+
+def _num(value: Any) -> float | None:
+    """A finite float, or None (NaN/inf/None become SQL NULL, never a fake number)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _mtime_utc(path: str) -> _dt.datetime | None:
+    try:
+        ts = os.stat(path).st_mtime
+    except OSError:
+        return None
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).replace(tzinfo=None)
+
+
+# ----------------------------------------------------------------------------- Arrow row sets
+# Column types of the rows a FileResult produces; ``pos`` is the chunk's position in the result,
+# replaced by its chunk_id once ids are allocated under the lock.
+_SCHEMAS: dict[str, pa.Schema] = {
+    "chunks": pa.schema([("pos", pa.int32()), ("idx", pa.int32()), ("start_s", pa.float64()),
+                         ("end_s", pa.float64()), ("transcript", pa.string()), ("language", pa.string()),
+                         ("language_probability", pa.float64()), ("dominant", pa.string()),
+                         ("dominant_score", pa.float64())]),
+    "emotions": pa.schema([("pos", pa.int32()), ("kind", pa.string()), ("label", pa.string()),
+                           ("score", pa.float64()), ("granular_kind", pa.string())]),
+    "features": pa.schema([("pos", pa.int32()), ("name", pa.string()), ("value", pa.float64())]),
+    "words": pa.schema([("pos", pa.int32()), ("idx", pa.int32()), ("word", pa.string()),
+                        ("start_s", pa.float64()), ("end_s", pa.float64()), ("probability", pa.float64())]),
+    "explanations": pa.schema([
+        ("pos", pa.int32()), ("target_label", pa.string()), ("tier", pa.string()),
+        ("shap_method", pa.string()), ("shap_base_value", pa.float64()), ("shap_full_value", pa.float64()),
+        ("shap_features_method", pa.string()), ("surrogate_r2", pa.float64()), ("lime_method", pa.string()),
+        ("lime_score", pa.float64()), ("faithfulness", pa.map_(pa.string(), pa.float64())),
+        ("attention_layers", pa.int32()), ("attention_n", pa.int32()), ("attention_note", pa.string())]),
+    "shap": pa.schema([("pos", pa.int32()), ("target_label", pa.string()), ("feature", pa.string()),
+                       ("value", pa.float64()), ("method", pa.string()), ("kind", pa.string()),
+                       ("segment", pa.int32()), ("start_s", pa.float64()), ("end_s", pa.float64())]),
+    "lime": pa.schema([("pos", pa.int32()), ("target_label", pa.string()), ("segment", pa.int32()),
+                       ("start_s", pa.float64()), ("end_s", pa.float64()), ("weight", pa.float64()),
+                       ("method", pa.string()), ("score", pa.float64())]),
+    "attention": pa.schema([("pos", pa.int32()), ("layer", pa.int32()), ("n", pa.int32()),
+                            ("data", pa.list_(pa.float32()))]),
+}
+
+
+class _Rows:
+    """Column lists for one table, turned into an Arrow table at the end."""
+
+    def __init__(self, schema: pa.Schema):
+        self.schema = schema
+        self.cols: dict[str, list] = {n: [] for n in schema.names}
+
+    def add(self, *values: Any) -> None:
+        for name, value in zip(self.schema.names, values, strict=True):
+            self.cols[name].append(value)
+
+    def table(self) -> pa.Table:
+        return pa.table({n: pa.array(v, type=self.schema.field(n).type) for n, v in self.cols.items()},
+                        schema=self.schema)
+
+
+def _chunk_rows(pos: int, ch: ChunkResult, rows: dict[str, _Rows]) -> None:
+    present = [(e, _num(ch.base.get(e))) for e in BASE_EMOTIONS]
+    dom_score = _num(ch.base.get(ch.dominant)) if ch.dominant else None
+    rows["chunks"].add(pos, ch.idx, float(ch.start_s), float(ch.end_s), ch.transcript, ch.language,
+                       _num(ch.language_probability), ch.dominant, dom_score)
+    emo = rows["emotions"]
+    for label, score in present:  # absent labels: a row with NULL score (never 0)
+        emo.add(pos, "base", label, score, None)
+    for label, score in ch.extra.items():
+        emo.add(pos, "extra", str(label), _num(score), None)
+    for g in ch.granular:
+        emo.add(pos, "granular", g.name, _num(g.confidence), g.kind)
+    for c in ch.complex:
+        emo.add(pos, "complex", c.name, _num(c.confidence), None)
+    for name, value in ch.features.items():
+        rows["features"].add(pos, str(name), _num(value))
+    for i, w in enumerate(ch.words):
+        rows["words"].add(pos, i, w.word, _num(w.start_s), _num(w.end_s), _num(w.probability))
+    ex = ch.explanation
+    if ex is None:
+        return
+    att = None if ex.attention is None else np.asarray(ex.attention, dtype=np.float32)
+    roll = None if ex.attention_rollout is None else np.asarray(ex.attention_rollout, dtype=np.float32)
+    if att is not None and att.ndim == 2:
+        att = att[None]
+    n_side = att.shape[-1] if att is not None else (roll.shape[-1] if roll is not None else None)
+    faith = None
+    if ex.faithfulness is not None:
+        faith = [(str(k), _num(v)) for k, v in ex.faithfulness.items()]
+    rows["explanations"].add(
+        pos, ex.target_label, ex.tier, ex.shap_method, _num(ex.shap_base_value), _num(ex.shap_full_value),
+        ex.shap_features_method, _num(ex.surrogate_r2), ex.lime_method, _num(ex.lime_score), faith,
+        None if att is None else int(att.shape[0]), n_side, ex.attention_note)
+    for s in ex.shap_segments:
+        rows["shap"].add(pos, ex.target_label, f"segment:{s.segment}", _num(s.value), ex.shap_method,
+                         "segment", int(s.segment), _num(s.start_s), _num(s.end_s))
+    for name, value in ex.shap_features.items():
+        rows["shap"].add(pos, ex.target_label, str(name), _num(value), ex.shap_features_method,
+                         "acoustic", None, None, None)
+    for s in ex.lime_segments:
+        rows["lime"].add(pos, ex.target_label, int(s.segment), _num(s.start_s), _num(s.end_s),
+                         _num(s.value), ex.lime_method, _num(ex.lime_score))
+    if att is not None:
+        for layer in range(att.shape[0]):
+            rows["attention"].add(pos, layer, int(att.shape[-1]), att[layer].ravel())
+    if roll is not None:
+        rows["attention"].add(pos, -1, int(roll.shape[-1]), roll.ravel())
+
+
+def result_tables(result: FileResult) -> dict[str, pa.Table]:
+    """The child rows of one FileResult as Arrow tables keyed by table name (``pos`` = chunk position)."""
+    rows = {name: _Rows(schema) for name, schema in _SCHEMAS.items()}
+    for pos, ch in enumerate(result.chunks):
+        _chunk_rows(pos, ch, rows)
+    return {name: r.table() for name, r in rows.items()}
+
+
+def _insert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
+    if data.num_rows == 0:
+        return
+    cols = ", ".join(data.column_names)
+    view = f"_ins_{table}"
+    con.register(view, data)
+    try:
+        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {view}")
+    finally:
+        con.unregister(view)
+
+
+def _with_chunk_ids(data: pa.Table, ids: np.ndarray) -> pa.Table:
+    pos = data.column("pos").to_numpy()
+    out = data.drop_columns(["pos"])
+    return out.add_column(0, "chunk_id", pa.array(ids[pos], type=pa.int64()))
+
+
+def _next_ids(con: duckdb.DuckDBPyConnection, sequence: str, n: int) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    got = con.execute(f"SELECT nextval('{sequence}') FROM range(?)", [n]).fetchnumpy()
+    return np.asarray(next(iter(got.values())), dtype=np.int64)
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    con.begin()
+    try:
+        yield
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
+def _delete_paths(con: duckdb.DuckDBPyConnection, paths: str | Sequence[str]) -> int:
+    """Delete every row stored for ``paths``; returns how many file rows went."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    if not paths:
+        return 0
+    ids = [int(r[0]) for r in con.execute(
+        "SELECT file_id FROM files WHERE list_contains(?, path)", [paths]).fetchall()]
+    if not ids:
+        return 0
+    id_list = ", ".join(map(str, ids))
+    lo, hi = con.execute(
+        f"SELECT min(chunk_id), max(chunk_id) FROM chunks WHERE file_id IN ({id_list})").fetchall()[0]
+    if lo is not None:
+        # The constant range lets DuckDB skip row groups by their min/max (ids of a file are allocated
+        # together), so a replacement does not scan the whole emotions table.
+        for table in CHUNK_TABLES:
+            con.execute(f"DELETE FROM {table} WHERE chunk_id BETWEEN {int(lo)} AND {int(hi)} "
+                        f"AND chunk_id IN (SELECT chunk_id FROM chunks WHERE file_id IN ({id_list}))")
+        con.execute(f"DELETE FROM chunks WHERE file_id IN ({id_list})")
+    con.execute(f"DELETE FROM files WHERE file_id IN ({id_list})")
+    return len(ids)
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = ? ORDER BY column_index", [table]).fetchall()]
+
+
+_FILES_SCHEMA = pa.schema([
+    ("file_id", pa.int64()), ("path", pa.string()), ("sha256", pa.string()), ("duration_s", pa.float64()),
+    ("sample_rate", pa.int32()), ("channels", pa.int32()), ("status", pa.string()), ("error", pa.string()),
+    ("run_id", pa.int64()), ("emotion_model", pa.string()), ("whisper_model", pa.string()),
+    ("folder", pa.string()), ("source", pa.string()), ("emotion_trained", pa.bool_()),
+    ("settings_key", pa.string()), ("settings", pa.string()), ("ingested_at", pa.timestamp("us")),
+    ("recorded_at", pa.timestamp("us")), ("notes", pa.list_(pa.string())),
+    ("emotion_labels", pa.list_(pa.string())), ("absent_labels", pa.list_(pa.string())),
+    ("error_type", pa.string()), ("n_chunks", pa.int32()), ("reused_from", pa.int64())])
+
+
+def _insert_files(con: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert file rows (missing columns NULL, ``ingested_at`` now unless given)."""
+    now = utc_now()
+    unknown = {k for r in rows for k in r} - set(_FILES_SCHEMA.names)
+    if unknown:
+        raise ValueError(f"unknown files column(s): {', '.join(sorted(unknown))}")
+    table = pa.Table.from_pylist([{"ingested_at": now, **r} for r in rows], schema=_FILES_SCHEMA)
+    _insert_arrow(con, "files", table)
+
+
+@dataclass(frozen=True)
+class PreparedFile:
+    """One FileResult turned into rows, ready to insert (built without touching the database)."""
+
+    path: str
+    sha256: str
+    settings_key: str
+    file_values: dict[str, Any]
+    tables: dict[str, pa.Table]
+
+    @property
+    def n_chunks(self) -> int:
+        return self.tables["chunks"].num_rows
+
+
+def prepare_result(path: str | os.PathLike | None, sha256: str, result: FileResult, *,
+                   settings_key: str | None = None, run_id: int | None = None, source: str = "batch",
+                   recorded_at: _dt.datetime | None = None) -> PreparedFile:
+    """The rows of ``result`` as Arrow tables plus the file row (see ``Warehouse.write_result``)."""
+    if source not in SOURCES:
+        raise ValueError(f"file source must be one of {SOURCES}, not {source!r}")
+    stored_path = normalize_path(path if path is not None else result.file)
+    key = settings_key or _key_of(result.settings)
+    file_values = {
+        "path": stored_path, "sha256": sha256, "duration_s": _num(result.duration_s),
+        "sample_rate": int(result.sample_rate), "channels": int(result.channels), "status": "ok",
+        "run_id": run_id, "emotion_model": result.models.emotion, "whisper_model": result.models.whisper,
+        "folder": folder_of(stored_path), "source": source,
+        "emotion_trained": bool(result.models.emotion_trained), "settings_key": key,
+        "settings": json.dumps(result.settings, sort_keys=True, default=str),
+        "recorded_at": recorded_at if recorded_at is not None else _mtime_utc(stored_path),
+        "notes": [str(n) for n in result.notes],
+        "emotion_labels": [str(x) for x in result.models.emotion_labels],
+        "absent_labels": [str(x) for x in result.models.absent_labels],
+        "n_chunks": len(result.chunks),
+    }
+    return PreparedFile(stored_path, sha256, key, file_values, result_tables(result))
+
+
+def insert_prepared(con: duckdb.DuckDBPyConnection, prepared: PreparedFile | Sequence[PreparedFile]
+                    ) -> tuple[int, str] | list[tuple[int, str]]:
+    """Insert prepared files inside the caller's transaction; returns (file_id, action) per file
+    (a single tuple when given a single PreparedFile).
+
+    ``action`` is 'unchanged' (same path, content and settings already stored: nothing written),
+    'replaced' (earlier rows of the path deleted first) or 'inserted'. Each table gets one insert
+    for the whole batch.
+    """
+    single = isinstance(prepared, PreparedFile)
+    batch: list[PreparedFile] = [prepared] if single else list(prepared)
+    paths = [p.path for p in batch]
+    if len(set(paths)) != len(paths):
+        dup = sorted({p for p in paths if paths.count(p) > 1})
+        raise ValueError(f"the same path twice in one batch: {', '.join(dup[:3])}")
+    keys = pa.table({"path": paths, "sha256": [p.sha256 for p in batch],
+                     "settings_key": [p.settings_key for p in batch]})
+    con.register("_batch_keys", keys)
+    try:
+        unchanged = dict(con.execute(
+            "SELECT k.path, f.file_id FROM _batch_keys k JOIN files f ON f.path = k.path "
+            "AND f.sha256 = k.sha256 AND f.settings_key = k.settings_key AND f.status = 'ok'").fetchall())
+    finally:
+        con.unregister("_batch_keys")
+    todo = [p for p in batch if p.path not in unchanged]
+    known = {r[0] for r in con.execute("SELECT DISTINCT path FROM files WHERE list_contains(?, path)",
+                                       [[p.path for p in todo]]).fetchall()} if todo else set()
+    _delete_paths(con, [p.path for p in todo])
+    file_ids = _next_ids(con, "file_id_seq", len(todo))
+    counts = [p.n_chunks for p in todo]
+    chunk_ids = _next_ids(con, "chunk_id_seq", sum(counts))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    _insert_files(con, [{"file_id": int(fid), **p.file_values} for fid, p in zip(file_ids, todo)])
+    for name in ("chunks",) + CHUNK_TABLES:
+        parts = []
+        for k, p in enumerate(todo):
+            part = _with_chunk_ids(p.tables[name], chunk_ids[offsets[k]:offsets[k + 1]])
+            if name == "chunks":
+                part = part.add_column(1, "file_id", pa.array(np.full(part.num_rows, file_ids[k]), type=pa.int64()))
+            if part.num_rows:
+                parts.append(part)
+        if parts:
+            _insert_arrow(con, name, pa.concat_tables(parts))
+    done = {p.path: (int(fid), "replaced" if p.path in known else "inserted") for fid, p in zip(file_ids, todo)}
+    out = [(int(unchanged[p.path]), "unchanged") if p.path in unchanged else done[p.path] for p in batch]
+    return out[0] if single else out
+
+
+# ----------------------------------------------------------------------------- the store
+@dataclass(frozen=True)
+class Warehouse:
+    """The results store at ``db`` (default: the configuration's database).
+
+    Every method opens the file, does one short transaction and closes it again, so any number of
+    processes and threads may share one Warehouse path; see ``warehouse.connection``.
+    """
+
+    db: str | os.PathLike | None = None
+
+    @property
+    def path(self) -> Path:
+        return connection.resolve_db(self.db)
+
+    # --- runs
+    def start_run(self, config_json: str | Mapping[str, Any] | None = None, *, source: str = "batch") -> int:
+        """Record the start of an ingestion run; returns its run_id.
+
+        Args:
+            config_json: the configuration of the run (JSON text or a mapping).
+            source: 'batch' (a folder ingestion) or 'live' (a live session).
+        """
+        if source not in SOURCES:
+            raise ValueError(f"run source must be one of {SOURCES}, not {source!r}")
+        config = config_json if config_json is None or isinstance(config_json, str) else \
+            json.dumps(dict(config_json), sort_keys=True, default=str)
+        with connection.write_connection(self.db) as con:
+            run_id = con.execute(
+                "INSERT INTO runs (run_id, started_at, status, config, source) "
+                "VALUES (nextval('run_id_seq'), ?, 'running', ?, ?) RETURNING run_id",
+                [utc_now(), config, source]).fetchall()[0][0]
+        return int(run_id)
+
+    def finish_run(self, run_id: int, status: str, *, n_files: int | None = None, n_failed: int | None = None,
+                   n_skipped: int | None = None, summary: Mapping[str, Any] | str | None = None) -> None:
+        """Close a run: its final status ('completed', 'failed', 'cancelled', ...) and counts.
+
+        Counts left as None are counted from the run's files rows (ok / failed / skipped).
+        """
+        text = summary if summary is None or isinstance(summary, str) else \
+            json.dumps(dict(summary), sort_keys=True, default=str)
+        with connection.write_connection(self.db) as con:
+            counts = dict(con.execute(
+                "SELECT status, count(*) FROM files WHERE run_id = ? GROUP BY status", [run_id]).fetchall())
+            updated = con.execute(
+                "UPDATE runs SET finished_at = ?, status = ?, n_files = ?, n_failed = ?, n_skipped = ?, "
+                "summary = ? WHERE run_id = ? RETURNING run_id",
+                [utc_now(), status,
+                 counts.get("ok", 0) if n_files is None else n_files,
+                 counts.get("failed", 0) if n_failed is None else n_failed,
+                 counts.get("skipped", 0) if n_skipped is None else n_skipped,
+                 text, run_id]).fetchall()
+        if not updated:
+            raise WarehouseError(f"run {run_id} does not exist in {self.path}")
+
+    # --- lookups
+    def already_done(self, path: str | os.PathLike, sha256: str, settings_key: str) -> bool:
+        """True when ``path`` already holds this content's outcome for these settings.
+
+        An ``ok`` or ``skipped`` row counts as done; a ``failed`` row does not (failures are retried).
+        """
+        with connection.read_connection(self.db) as con:
+            row = _first(con.execute(
+                "SELECT 1 FROM files WHERE path = ? AND sha256 = ? AND settings_key = ? "
+                "AND status IN ('ok', 'skipped') LIMIT 1",
+                [normalize_path(path), sha256, settings_key]).fetchall())
+        return row is not None
+
+    def find_reusable(self, sha256: str, settings_key: str) -> int | None:
+        """The file_id of stored ``ok`` results for this content and settings (any path), or None."""
+        with connection.read_connection(self.db) as con:
+            row = _first(con.execute(
+                "SELECT file_id FROM files WHERE sha256 = ? AND settings_key = ? AND status = 'ok' "
+                "ORDER BY file_id LIMIT 1", [sha256, settings_key]).fetchall())
+        return None if row is None else int(row[0])
+
+    def file_id(self, path: str | os.PathLike) -> int | None:
+        """The file_id stored for ``path`` (any status), or None."""
+        with connection.read_connection(self.db) as con:
+            row = _first(con.execute("SELECT file_id FROM files WHERE path = ?",
+                                     [normalize_path(path)]).fetchall())
+        return None if row is None else int(row[0])
+
+    # --- writes
+    def write_result(self, path: str | os.PathLike | None, sha256: str, result: FileResult, *,
+                     settings_key: str | None = None, run_id: int | None = None, source: str = "batch",
+                     recorded_at: _dt.datetime | None = None) -> int:
+        """Store one analysed file (file row, chunks, emotions, features, words, explanations,
+        shap, lime, attention) in one transaction; returns its file_id.
+
+        Args:
+            path: where the audio lives (default ``result.file``); stored absolute.
+            sha256: hex digest of the file's bytes.
+            result: the pipeline's result.
+            settings_key: key of the settings that shaped it (default: hash of ``result.settings``).
+            run_id: the run this belongs to.
+            source: 'batch' or 'live'.
+            recorded_at: when the audio was captured (UTC, naive); default the file's mtime.
+
+        Same path, content and settings already stored: nothing is written and the stored file_id
+        is returned. Otherwise earlier rows of ``path`` are replaced.
+        """
+        prepared = prepare_result(path, sha256, result, settings_key=settings_key, run_id=run_id,
+                                  source=source, recorded_at=recorded_at)  # before the lock is taken
+        with connection.write_connection(self.db) as con, transaction(con):
+            file_id, action = insert_prepared(con, prepared)
+        logger.debug("%s: %s (file %d, %d chunks)", prepared.path, action, file_id, prepared.n_chunks)
+        return file_id
+
+    def write_results(self, items: Sequence[tuple[str | os.PathLike | None, str, FileResult]], *,
+                      settings_key: str | None = None, run_id: int | None = None,
+                      source: str = "batch") -> list[int]:
+        """Store several analysed files at once: one lock, one transaction (all or nothing), one
+        insert per table. Same rules per file as ``write_result``; returns the file_ids in order.
+
+        Args:
+            items: ``(path, sha256, result)`` triples (``path`` None: ``result.file``), distinct paths.
+        """
+        prepared = [prepare_result(path, sha, result, settings_key=settings_key, run_id=run_id, source=source)
+                    for path, sha, result in items]
+        if not prepared:
+            return []
+        with connection.write_connection(self.db) as con, transaction(con):
+            outcomes = insert_prepared(con, prepared)
+        return [fid for fid, _ in outcomes]
+
+    def write_failed(self, path: str | os.PathLike, sha256: str | None, error: str, *, status: str = "failed",
+                     run_id: int | None = None, source: str = "batch", settings_key: str | None = None,
+                     error_type: str | None = None) -> int:
+        """Record a file that produced no results (replacing earlier rows of its path); returns file_id.
+
+        Args:
+            path: the file.
+            sha256: its content hash, when it could be read.
+            error: the plain reason shown to users ("not audio: ...", "decoding failed: ...").
+            status: 'failed' (retried by the next run) or 'skipped' (not retried while unchanged).
+            error_type: optional class of the error (e.g. 'AudioError') for grouping.
+        """
+        if status not in ("failed", "skipped"):
+            raise ValueError(f"status of a file without results must be 'failed' or 'skipped', not {status!r}")
+        if source not in SOURCES:
+            raise ValueError(f"file source must be one of {SOURCES}, not {source!r}")
+        stored_path = normalize_path(path)
+        values = {"path": stored_path, "sha256": sha256, "status": status, "error": str(error),
+                  "run_id": run_id, "folder": folder_of(stored_path), "source": source,
+                  "settings_key": settings_key, "recorded_at": _mtime_utc(stored_path), "notes": [],
+                  "error_type": error_type, "n_chunks": 0}
+        with connection.write_connection(self.db) as con, transaction(con):
+            _delete_paths(con, stored_path)
+            file_id = int(_next_ids(con, "file_id_seq", 1)[0])
+            _insert_files(con, [{"file_id": file_id, **values}])
+        return file_id
+
+    def write_skipped(self, path: str | os.PathLike, reason: str, *, run_id: int | None = None,
+                      sha256: str | None = None, source: str = "batch", settings_key: str | None = None) -> int:
+        """Record a file the run did not analyse ('hidden file', 'not audio: ...'); returns file_id."""
+        return self.write_failed(path, sha256, reason, status="skipped", run_id=run_id, source=source,
+                                 settings_key=settings_key)
+
+    def copy_file_results(self, src_file_id: int, path: str | os.PathLike, *, run_id: int | None = None) -> int:
+        """Store the results of ``src_file_id`` again under ``path`` (same content elsewhere), in one
+        transaction, replacing earlier rows of ``path``; returns the new file_id.
+
+        Raises:
+            WarehouseError: ``src_file_id`` has no ``ok`` results.
+        """
+        stored_path = normalize_path(path)
+        with connection.write_connection(self.db) as con, transaction(con):
+            src = _first(con.execute("SELECT path, sha256, settings_key FROM files WHERE file_id = ? AND status = 'ok'",
+                              [src_file_id]).fetchall())
+            if src is None:
+                raise WarehouseError(f"file {src_file_id} has no stored results to copy (in {self.path})")
+            src_path, sha, key = src
+            same = _first(con.execute(
+                "SELECT file_id FROM files WHERE path = ? AND sha256 IS NOT DISTINCT FROM ? "
+                "AND settings_key IS NOT DISTINCT FROM ? AND status = 'ok'", [stored_path, sha, key]).fetchall())
+            if same is not None:
+                return int(same[0])
+            _delete_paths(con, stored_path)
+            new_id = int(_next_ids(con, "file_id_seq", 1)[0])
+            overrides = {"file_id": "?", "path": "?", "folder": "?", "run_id": "?", "ingested_at": "?",
+                         "recorded_at": "?", "reused_from": "?"}
+            cols = _columns(con, "files")
+            select = ", ".join(overrides.get(c, c) for c in cols)
+            params = {"file_id": new_id, "path": stored_path, "folder": folder_of(stored_path),
+                      "run_id": run_id, "ingested_at": utc_now(), "recorded_at": _mtime_utc(stored_path),
+                      "reused_from": src_file_id}
+            con.execute(f"INSERT INTO files ({', '.join(cols)}) SELECT {select} FROM files WHERE file_id = ?",
+                        [params[c] for c in cols if c in overrides] + [src_file_id])
+            con.execute("CREATE TEMP TABLE _chunk_map AS SELECT chunk_id AS old_id, "
+                        "nextval('chunk_id_seq') AS new_id FROM chunks WHERE file_id = ?", [src_file_id])
+            ccols = _columns(con, "chunks")
+            sel = ", ".join("m.new_id" if c == "chunk_id" else ("?" if c == "file_id" else f"c.{c}")
+                            for c in ccols)
+            con.execute(f"INSERT INTO chunks ({', '.join(ccols)}) SELECT {sel} FROM chunks c "
+                        f"JOIN _chunk_map m ON c.chunk_id = m.old_id", [new_id])
+            for table in CHUNK_TABLES:
+                tcols = _columns(con, table)
+                sel = ", ".join("m.new_id" if c == "chunk_id" else f"t.{c}" for c in tcols)
+                con.execute(f"INSERT INTO {table} ({', '.join(tcols)}) SELECT {sel} FROM {table} t "
+                            f"JOIN _chunk_map m ON t.chunk_id = m.old_id")
+            con.execute("DROP TABLE _chunk_map")  # on failure the rollback and close remove it
+        logger.debug("%s: results copied from file %d (%s) as file %d", stored_path, src_file_id, src_path, new_id)
+        return new_id
+
+    def delete_path(self, path: str | os.PathLike) -> bool:
+        """Remove everything stored for ``path``; True when something was removed."""
+        with connection.write_connection(self.db) as con, transaction(con):
+            return _delete_paths(con, normalize_path(path)) > 0
+
+    # --- reads (thin delegations, so callers can hold one object)
+    def read_df(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None, **kwargs: Any):
+        """Trusted internal SQL -> DataFrame (see ``warehouse.sql.read_df``)."""
+        from warehouse.sql import read_df
+
+        return read_df(sql, params, db=self.db, **kwargs)
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None, **kwargs: Any):
+        """Analyst SQL, sandboxed and limited (see ``warehouse.sql.query``)."""
+        from warehouse.sql import query
+
+        return query(sql, params, db=self.db, **kwargs)

@@ -217,8 +217,11 @@ class Analyzer:
             t = time.perf_counter()
             from pipeline.explain import explain_batch
 
+            # Live: no attention maps (a second encoder pass would double the latency); the Explain
+            # page computes them on demand with the full tier.
             exps = explain_batch(model, signals, config=cfg, tier=tier, frames=frames, tracks=tracks,
-                                 seeds=[r.idx for r in chunk_results])
+                                 seeds=[r.idx for r in chunk_results], sample_key=name,
+                                 attention=not live)
             for res, exp in zip(chunk_results, exps):
                 res.explanation = exp
             timings["explain_s"] = time.perf_counter() - t

@@ -533,7 +533,7 @@ def attach_feature_explanations(explanations: Sequence[Explanation | None], fx: 
 def explain_batch(model: EmotionModel, signals: Sequence[np.ndarray], *, config, tier: str | None = None,
                   frames: Sequence[np.ndarray] | None = None, tracks: Sequence | None = None,
                   seeds: Sequence[int] | None = None, target_label: str | None = None,
-                  sample_key: str = "") -> list[Explanation]:
+                  sample_key: str = "", attention: bool = True) -> list[Explanation]:
     """Explain every chunk of a file: :func:`explain_chunk` per chunk + :func:`explain_features` once.
 
     Args:
@@ -553,7 +553,7 @@ def explain_batch(model: EmotionModel, signals: Sequence[np.ndarray], *, config,
         for s in signals]
     seeds = list(seeds) if seeds is not None else list(range(len(signals)))
     exps = [explain_chunk(model, s, config=config, tier=tier, target_label=target_label, seed=sd, frames=fr,
-                          sample_key=sample_key)
+                          sample_key=sample_key, attention=attention)
             for s, fr, sd in zip(signals, frames, seeds)]
     fx = explain_features(model, signals, config=config, target_labels=[e.target_label for e in exps],
                           frames=frames, tracks=tracks)

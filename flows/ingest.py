@@ -198,8 +198,6 @@ def corpus_lock(config: Config, root: Path, db: str) -> Iterator[bool]:
 def ingest_flow(root: str, config_json: str, progress: bool = False) -> dict:
     """Ingest one folder into the warehouse named in the configuration (``db``)."""
     import warehouse
-    from pipeline.analyze import get_analyzer, settings_key
-    from pipeline.audio import file_sha256
 
     log = get_run_logger()
     config = Config().replace(**_config_from_json(config_json))

@@ -15,7 +15,7 @@ import time
 BENCHES = {
     "hubert": "bench.hubert_speed",
     "whisper": "bench.whisper_speed",
-    "compact": "bench.compact_speed",
+    "dashboard": "bench.dashboard_overview",
     "explain": "bench.explain_cost",
     "warehouse": "bench.warehouse_bench",
     "ingest": "bench.ingest_throughput",

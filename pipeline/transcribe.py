@@ -118,9 +118,18 @@ def resolve_whisper_name(name: str | None, config: Config) -> str | None:
     low = name.lower()
     if low in {"none", "off", ""}:
         return None
-    if low == "auto":
-        return GPU_AUTO_MODEL if resolve_device(config).startswith("cuda") else CPU_AUTO_MODEL
     import whisper
+
+    if low == "auto":
+        size = GPU_AUTO_MODEL if resolve_device(config).startswith("cuda") else CPU_AUTO_MODEL
+        # 'auto' means the best *available*: without the weights on disk and no way to download them,
+        # analysis goes on without transcripts (the result records whisper = None) instead of failing.
+        cached = (whisper_cache_dir() / os.path.basename(whisper._MODELS[size])).is_file()
+        if not cached and (_offline() or not _reachable(whisper._MODELS[size])):
+            logger.warning("Whisper %s is not in %s and cannot be downloaded: no transcripts. %s",
+                           size, whisper_cache_dir(), _how_to_get(size, whisper_cache_dir()))
+            return None
+        return size
 
     return low if low in whisper._MODELS else name
 

@@ -154,10 +154,25 @@ def test_none_turns_transcription_off(jfk_16k):
     assert [(t.text, t.language, t.words) for t in out] == [("", None, [])] * len(JFK_CHUNKS)
 
 
-def test_auto_picks_the_size_by_device():
+def test_auto_picks_the_size_by_device_when_its_weights_are_on_disk(tmp_path, monkeypatch):
+    import os
+
+    import whisper
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "whisper").mkdir()
+    for size in (CPU_AUTO_MODEL, GPU_AUTO_MODEL):
+        (tmp_path / "whisper" / os.path.basename(whisper._MODELS[size])).write_bytes(b"x")
     assert resolve_whisper_name("auto", Config(device="cpu")) == CPU_AUTO_MODEL
     assert resolve_whisper_name("auto", Config(device="cuda")) == GPU_AUTO_MODEL == "large-v3"
     assert resolve_whisper_name(None, Config(device="cpu", whisper_model="tiny")) == "tiny"
+
+
+def test_auto_without_weights_offline_means_no_transcription(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_whisper_name("auto", Config(device="cpu")) is None
 
 
 def test_an_unknown_language_is_refused_by_name(tiny, jfk_16k):

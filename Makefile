@@ -34,7 +34,8 @@ bench: $(STAMP)
 
 train-compact: $(STAMP)
 	$(PY) -m flows.cli train --arch compact --data ../shared/datasets/ravdess \
-	  --manifest ../shared/datasets/ravdess/manifest.csv --out pipeline/models/compact
+	  --manifest ../shared/datasets/ravdess/manifest.csv --out pipeline/models/compact \
+	  --map-label calm=neutral --val-speakers none --threads 2
 
 dashboard: $(STAMP)
 	$(PY) -m flows.cli dashboard

@@ -423,7 +423,7 @@ class TrainSettings:
         hubert_lr, freeze_encoder, max_len_s: HuBERT fine-tuning.
     """
 
-    epochs: int = 30
+    epochs: int = 60
     patience: int | None = 12
     batch_size: int = 16
     lr: float = 3e-3

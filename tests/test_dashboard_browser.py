@@ -194,7 +194,7 @@ def visit_every_page(page, base: str, db: Path, corpus: Path) -> None:
     settle(page)
     page.get_by_role("button", name="Start ingestion").click()
     page.get_by_text("started (log:").wait_for()
-    page.get_by_text(f"Ingestion of {NEW_CLIP[0]} finished").wait_for(timeout=420_000)
+    page.get_by_text(f"Ingestion of {NEW_CLIP[0]} finished").first.wait_for(timeout=420_000)
     settle(page)
     shot(page, "runs")
     done = warehouse.read_df("SELECT r.status, f.path, f.status AS file_status FROM runs r JOIN files f USING (run_id) "

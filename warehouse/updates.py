@@ -16,7 +16,7 @@ import pyarrow as pa
 from pipeline.types import ChunkResult, Explanation, FileResult, ModelInfo
 from warehouse import connection
 from warehouse.errors import WarehouseError
-from warehouse.store import result_tables, transaction
+from warehouse.store import _insert_arrow, result_tables, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +46,7 @@ def _insert(con, table: str, data: pa.Table, chunk_id: int) -> None:
     if data.num_rows == 0:
         return
     data = data.drop_columns(["pos"]).add_column(0, "chunk_id", pa.array([chunk_id] * data.num_rows, pa.int64()))
-    cols = ", ".join(data.column_names)
-    view = f"_upd_{table}"
-    con.register(view, data)
-    try:
-        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {view}")
-    finally:
-        con.unregister(view)
+    _insert_arrow(con, table, data)
 
 
 def replace_chunk_explanation(chunk_id: int, explanation: Explanation, *, db: str | os.PathLike | None = None,

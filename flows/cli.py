@@ -135,35 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _optional_commands(sub) -> None:
-    """Subcommands whose implementation lives in other modules (each adds its own options)."""
-    try:
-        from pipeline import train
-    except ImportError:  # pragma: no cover - module missing in a partial checkout
-        train = None
-    if train is not None:
-        p = sub.add_parser("train", help="train an emotion model (compact or HuBERT head) on labelled speech")
-        train.add_train_arguments(p)
-        p.set_defaults(func=train.run_train)
-        p = sub.add_parser("evaluate", help="evaluate an emotion model: UAR, WA, macro-F1, confusion")
-        train.add_evaluate_arguments(p)
-        p.set_defaults(func=train.run_evaluate)
-    try:
-        from warehouse import cli as wcli
-    except ImportError:  # pragma: no cover
-        wcli = None
-    if wcli is not None:
-        p = sub.add_parser("sql", help="run read-only SQL on the warehouse")
-        wcli.add_sql_arguments(p)
-        p.set_defaults(func=wcli.run_sql)
-        p = sub.add_parser("export", help="export warehouse tables as parquet/csv/json")
-        wcli.add_export_arguments(p)
-        p.set_defaults(func=wcli.run_export)
-    try:
-        from flows import commands
-    except ImportError:  # pragma: no cover
-        commands = None
-    if commands is not None:
-        commands.add_commands(sub, _add_model_options, _config)
+    """Subcommands implemented in other modules; each module adds its own options."""
+    from flows import commands
+    from pipeline import train
+    from warehouse import cli as wcli
+
+    for name, help_text, add_arguments, run in (
+        ("train", "train an emotion model (compact or HuBERT head) on labelled speech",
+         train.add_train_arguments, train.run_train),
+        ("evaluate", "evaluate an emotion model: UAR, WA, macro-F1, confusion",
+         train.add_evaluate_arguments, train.run_evaluate),
+        ("sql", "run read-only SQL on the warehouse", wcli.add_sql_arguments, wcli.run_sql),
+        ("export", "export warehouse tables as parquet/csv/json", wcli.add_export_arguments, wcli.run_export),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        add_arguments(p)
+        p.set_defaults(func=run)
+    commands.add_commands(sub, _add_model_options, _config)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -192,3 +192,20 @@ def base_cells(value: float | None, absent: bool) -> str:
 def short(path: str, n: int = 60) -> str:
     name = Path(path).name
     return name if len(name) <= n else "…" + name[-n:]
+
+
+def file_page(title: str, *, key: str):
+    """The shared opening of the File and Explain pages: title, empty state, file picker.
+
+    Returns (config, db, file_id), or None when there is nothing to show (the page says why).
+    """
+    ensure_app_navigation()
+    cfg = config()
+    db = db_path(cfg)
+    st.title(title)
+    file_id = None
+    with guard():
+        if empty_state(db, data.status(db)):
+            return None
+        file_id = pick_file(db, key=key)
+    return None if file_id is None else (cfg, db, file_id)

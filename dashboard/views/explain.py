@@ -26,17 +26,11 @@ FAITHFULNESS_HELP = {
 
 
 def render() -> None:
-    common.ensure_app_navigation()
-    cfg = common.config()
-    db = common.db_path(cfg)
-    st.title("Explain")
+    opened = common.file_page("Explain", key="explain")
+    if opened is None:
+        return
+    cfg, db, file_id = opened
     with common.guard():
-        status = data.status(db)
-        if common.empty_state(db, status):
-            return
-        file_id = common.pick_file(db, key="explain")
-        if file_id is None:
-            return
         info = data.file_info(db, file_id)
         chunks = data.file_chunks(db, file_id)
     if info is None:

@@ -14,17 +14,11 @@ from pipeline.types import BASE_EMOTIONS
 
 
 def render() -> None:
-    common.ensure_app_navigation()
-    cfg = common.config()
-    db = common.db_path(cfg)
-    st.title("File")
+    opened = common.file_page("File", key="file")
+    if opened is None:
+        return
+    cfg, db, file_id = opened
     with common.guard():
-        status = data.status(db)
-        if common.empty_state(db, status):
-            return
-        file_id = common.pick_file(db, key="file")
-        if file_id is None:
-            return
         info = data.file_info(db, file_id)
         if info is None:
             st.error(f"File #{file_id} is no longer in the warehouse (it was re-ingested or removed).")

@@ -172,7 +172,11 @@ class Analyzer:
         tier = "fast" if live and cfg.explain == "full" else cfg.explain
         say("emotions")
         t = time.perf_counter()
-        probs, frames = self._emotions(model, signals, keep_frames=tier != "none")
+        # Attention maps come from the same forward pass as the frames (not in live mode: the latency
+        # budget is for the emotion path; the Explain page computes them on demand).
+        want_attention = tier != "none" and not live and model.has_attention
+        probs, frames, attentions = self._emotions(model, signals, keep_frames=tier != "none",
+                                                   attention=want_attention)
         timings["emotion_s"] = time.perf_counter() - t
 
         say("transcripts")
@@ -217,11 +221,9 @@ class Analyzer:
             t = time.perf_counter()
             from pipeline.explain import explain_batch
 
-            # Live: no attention maps (a second encoder pass would double the latency); the Explain
-            # page computes them on demand with the full tier.
             exps = explain_batch(model, signals, config=cfg, tier=tier, frames=frames, tracks=tracks,
                                  seeds=[r.idx for r in chunk_results], sample_key=name,
-                                 attention=not live)
+                                 attention=want_attention, attentions=attentions)
             for res, exp in zip(chunk_results, exps):
                 res.explanation = exp
             timings["explain_s"] = time.perf_counter() - t
@@ -232,22 +234,30 @@ class Analyzer:
             chunks=chunk_results, settings=settings, notes=notes, timings=timings,
         )
 
-    def _emotions(self, model: EmotionModel, signals: list[np.ndarray], *,
-                  keep_frames: bool) -> tuple[np.ndarray, list[np.ndarray] | None]:
-        """Class probabilities per chunk; with ``keep_frames`` also the encoder frames, computed once.
+    def _emotions(self, model: EmotionModel, signals: list[np.ndarray], *, keep_frames: bool,
+                  attention: bool = False
+                  ) -> tuple[np.ndarray, list[np.ndarray] | None, list[np.ndarray | None] | None]:
+        """Class probabilities per chunk; with ``keep_frames`` also the encoder frames, computed once, and
+        with ``attention`` the attention maps of that same forward pass.
 
         Every model pools frames by their mean before its head, so ``head_proba(mean(frames))`` *is* the
         prediction: the explanations reuse the frames instead of running the encoder a second time.
         """
         if not signals:
-            return np.zeros((0, len(model.labels)), dtype=np.float32), []
+            return np.zeros((0, len(model.labels)), dtype=np.float32), [], None
         if keep_frames:
-            frames = [np.asarray(model.frame_features(s)) for s in signals]
+            if attention:
+                pairs = [model.frames_and_attentions(s) for s in signals]
+                frames = [np.asarray(f) for f, _ in pairs]
+                maps = [m for _, m in pairs]
+            else:
+                frames = [np.asarray(model.frame_features(s)) for s in signals]
+                maps = None
             pooled = np.stack([f.mean(0) for f in frames])
-            return np.asarray(model.head_proba(pooled)), frames
+            return np.asarray(model.head_proba(pooled)), frames, maps
         bs = max(1, self.config.batch_size)
         probs = np.concatenate([model.predict_proba(signals[i:i + bs]) for i in range(0, len(signals), bs)])
-        return probs, None
+        return probs, None, None
 
     def explain_full(self, result: FileResult, samples: np.ndarray, chunk_idx: int) -> ChunkResult:
         """Run the full (input-masking) tier on one chunk of an analysed signal (16 kHz)."""

@@ -80,9 +80,10 @@ class Config:
     # --- explanations
     explain: str = "fast"
     """'none', 'fast' (pooled-head Shapley/LIME, near free) or 'full' (input masking with re-forwards)."""
-    explain_budget: int = 64
-    """Full tier: model evaluations per chunk shared by KernelSHAP and LIME. Each costs ~0.5 of a
-    forward pass; 64 keeps a 10 s chunk with full-size HuBERT in the tens of seconds on 2 CPU cores."""
+    explain_budget: int = 32
+    """Full tier: model evaluations per chunk shared by KernelSHAP and LIME (real forward passes of the
+    masked chunk). 32 keeps a 10 s chunk with full-size HuBERT (int8) at ~17 s on 2 CPU cores
+    (``python -m bench.explain_cost``); raise it for closer Shapley estimates of many segments."""
     explain_min_segments: int = 5
     explain_max_segments: int = 20
     faithfulness_sample: float = 0.02

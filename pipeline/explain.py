@@ -97,7 +97,7 @@ def downsample_attention(maps: np.ndarray, size: int) -> np.ndarray:
 
     Averaging query rows and summing key columns keeps every row a distribution (sums to 1).
     """
-    maps = np.asarray(maps, dtype=np.float64)
+    maps = np.asarray(maps, dtype=np.float32)
     t = maps.shape[-1]
     n = max(1, min(int(size), t))
     edges = _block_edges(t, n)
@@ -109,9 +109,9 @@ def downsample_attention(maps: np.ndarray, size: int) -> np.ndarray:
 
 def attention_rollout(maps: np.ndarray) -> np.ndarray:
     """Attention rollout (Abnar & Zuidema 2020) of (layers, T, T) maps: prod_l (0.5 A_l + 0.5 I), rows normalised."""
-    maps = np.asarray(maps, dtype=np.float64)
+    maps = np.asarray(maps, dtype=np.float32)  # float32: rows are renormalised at every layer
     t = maps.shape[-1]
-    eye = np.eye(t)
+    eye = np.eye(t, dtype=np.float32)
     rollout = eye
     for a in maps:
         a = 0.5 * a + 0.5 * eye
@@ -208,6 +208,11 @@ def explain_chunk(model: EmotionModel, samples: np.ndarray, *, config, tier: str
     if x.size == 0:
         target = target_label or "?"
         return _empty(tier, target, "empty chunk", math.nan, "empty chunk: no attention maps")
+    if frames is None and attention and attentions is None and getattr(model, "has_attention", False):
+        try:  # one forward pass for both
+            frames, attentions = model.frames_and_attentions(x)
+        except RuntimeError as exc:  # the maps failed; attention_maps below says so
+            logger.warning("attention maps of %s failed: %s", model.name, exc)
     if frames is None:
         frames = np.asarray(model.frame_features(x))
     frames = np.asarray(frames, dtype=np.float32)
@@ -533,7 +538,8 @@ def attach_feature_explanations(explanations: Sequence[Explanation | None], fx: 
 def explain_batch(model: EmotionModel, signals: Sequence[np.ndarray], *, config, tier: str | None = None,
                   frames: Sequence[np.ndarray] | None = None, tracks: Sequence | None = None,
                   seeds: Sequence[int] | None = None, target_label: str | None = None,
-                  sample_key: str = "", attention: bool = True) -> list[Explanation]:
+                  sample_key: str = "", attention: bool = True,
+                  attentions: Sequence[np.ndarray | None] | None = None) -> list[Explanation]:
     """Explain every chunk of a file: :func:`explain_chunk` per chunk + :func:`explain_features` once.
 
     Args:
@@ -546,15 +552,19 @@ def explain_batch(model: EmotionModel, signals: Sequence[np.ndarray], *, config,
         seeds: per chunk seed, default the chunk index (also picks the fast tier's faithfulness sample).
         target_label: one label for every chunk; None: each chunk's top label.
         sample_key: the file's name or hash, mixed into the fast tier's faithfulness pick.
+        attention: compute attention maps (models with attention).
+        attentions: per chunk ``model.frames_and_attentions(...)[1]`` from the analysis' forward pass
+            (computed here, one pass per chunk, when None and ``attention``).
     """
     tier = tier or config.explain
+    maps = list(attentions) if attentions is not None else [None] * len(signals)
     frames = list(frames) if frames is not None else [
         np.asarray(model.frame_features(s)) if np.asarray(s).size else np.zeros((0, 1), np.float32)
         for s in signals]
     seeds = list(seeds) if seeds is not None else list(range(len(signals)))
     exps = [explain_chunk(model, s, config=config, tier=tier, target_label=target_label, seed=sd, frames=fr,
-                          sample_key=sample_key, attention=attention)
-            for s, fr, sd in zip(signals, frames, seeds)]
+                          sample_key=sample_key, attention=attention, attentions=mp)
+            for s, fr, sd, mp in zip(signals, frames, seeds, maps)]
     fx = explain_features(model, signals, config=config, target_labels=[e.target_label for e in exps],
                           frames=frames, tracks=tracks)
     attach_feature_explanations(exps, fx)

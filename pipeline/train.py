@@ -417,6 +417,9 @@ class TrainSettings:
         mixup: Beta(mixup, mixup) mixing of examples and targets (0: off).
         seed: seeds Python, NumPy and torch.
         threads: torch CPU threads.
+        device: where the compact TDNN/CNN members train ('cpu', 'cuda', 'cuda:1'); augmentation and the
+            'stats' member stay on the CPU, and the saved model is always a CPU model. GPU and CPU runs of
+            one seed differ by floating-point non-determinism, not by recipe.
         norm, n_mels, channels, tdnn_channels, embed_dim, n_mfcc, stats_pitch, stats_hidden, pool_std,
             dropout: compact architecture
             (see CompactConfig).
@@ -446,6 +449,7 @@ class TrainSettings:
     mixup: float = 0.0
     seed: int = 0
     threads: int = 1
+    device: str = "cpu"
     norm: str = "bin"
     n_mels: int = 64
     channels: tuple[int, ...] = (16, 32, 64, 64)
@@ -755,14 +759,14 @@ def _spec_augment(feats, s: TrainSettings, gen):
         f0 = (torch.rand(b, generator=gen) * (m - w)).long()
         ar = torch.arange(m)
         mask = (ar[None] >= f0[:, None]) & (ar[None] < (f0 + w)[:, None])
-        feats.masked_fill_(mask[:, :, None], 0.0)
+        feats.masked_fill_(mask[:, :, None].to(feats.device), 0.0)
     tw_max = max(1, int(s.time_mask_frac * t))
     for _ in range(s.time_masks):
         w = torch.randint(0, tw_max + 1, (b,), generator=gen)
         t0 = (torch.rand(b, generator=gen) * (t - w).clamp(min=0)).long()
         ar = torch.arange(t)
         mask = (ar[None] >= t0[:, None]) & (ar[None] < (t0 + w)[:, None])
-        feats.masked_fill_(mask[:, None, :], 0.0)
+        feats.masked_fill_(mask[:, None, :].to(feats.device), 0.0)
     return feats
 
 
@@ -784,9 +788,10 @@ def _val_uar_compact(net, waves: Sequence[np.ndarray], y: np.ndarray, n_out: int
 
     net.eval()
     preds = []
+    dev = next(net.parameters()).device
     with torch.inference_mode():
         for w in waves:
-            x = torch.from_numpy(pad_signal(w, net.cfg))[None]
+            x = torch.from_numpy(pad_signal(w, net.cfg))[None].to(dev)
             preds.append(int(net.proba(net.wave_frames(x).mean(2)).argmax(1)))
     net.train()
     preds = np.asarray(preds)
@@ -848,7 +853,9 @@ def _fit_member(net, waves, y_all, bounds, tr, va, n_out, s: TrainSettings, seed
     n_cls = len(net.cfg.train_labels)
     counts = np.bincount(y_all[tr], minlength=n_cls).astype(np.float64)
     weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_cls, 0.0)
-    class_w = torch.tensor(weights, dtype=torch.float32)
+    dev = torch.device(s.device)
+    net.to(dev)
+    class_w = torch.tensor(weights, dtype=torch.float32, device=dev)
     steps_per_epoch = max(1, math.ceil(len(tr) / s.batch_size))
     opt = torch.optim.AdamW(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.epochs * steps_per_epoch,
@@ -865,13 +872,13 @@ def _fit_member(net, waves, y_all, bounds, tr, va, n_out, s: TrainSettings, seed
         batches = [order[i:i + s.batch_size] for i in range(0, len(order), s.batch_size)]
         bar = _progress(batches, progress, desc=f"{desc} epoch {epoch}/{s.epochs}", leave=False)
         for idx in bar:
-            x = torch.from_numpy(aug.batch(idx))
-            target = torch.from_numpy(y_all[idx])
+            x = torch.from_numpy(aug.batch(idx)).to(dev)
+            target = torch.from_numpy(y_all[idx]).to(dev)
             feats, db = net.features(x)
             feats = _spec_augment(feats, s, gen)
             if s.mixup > 0 and len(idx) > 1:
                 lam = float(rng.beta(s.mixup, s.mixup))
-                perm = torch.randperm(len(idx), generator=gen)
+                perm = torch.randperm(len(idx), generator=gen).to(dev)
                 feats = lam * feats + (1 - lam) * feats[perm]
             logits = net.member_logits(net.frames(feats, db, x).mean(2))[0]
             loss = F.cross_entropy(logits, target, weight=class_w, label_smoothing=s.label_smoothing)
@@ -898,12 +905,12 @@ def _fit_member(net, waves, y_all, bounds, tr, va, n_out, s: TrainSettings, seed
         if uar is None or uar > best_uar:
             best_uar = -1.0 if uar is None else uar
             best_epoch, since_best = epoch, 0
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
         else:
             since_best += 1
             if s.patience is not None and since_best >= s.patience:
                 break
-    net.eval()
+    net.to("cpu").eval()
     return best_state, MemberResult(0, [], [], best_epoch, None if best_uar < 0 else best_uar,
                                     len(history), history)
 
@@ -925,9 +932,12 @@ def _fit_stats_member(net, waves, y_all, bounds, tr, va, n_out, s: TrainSettings
     n_cls = len(net.cfg.train_labels)
     t0 = time.perf_counter()
 
+    dev = torch.device(s.device)  # the trunk's signal processing may run on a GPU; the MLP fit stays here
+    net.to(dev)
+
     def pooled_z(batch_waves):
         with torch.inference_mode():
-            return [trunk.z(net.features(torch.from_numpy(w)[None])[1])[0] for w in batch_waves]
+            return [trunk.z(net.features(torch.from_numpy(w)[None].to(dev))[1])[0].cpu() for w in batch_waves]
 
     # 1) centring/scaling of z from the training clips' frames.
     from pipeline.compact import pad_signal
@@ -942,8 +952,8 @@ def _fit_stats_member(net, waves, y_all, bounds, tr, va, n_out, s: TrainSettings
         out = []
         with torch.inference_mode():
             for w in wave_list:
-                x = torch.from_numpy(pad_signal(w, net.cfg))[None]
-                out.append(net.wave_frames(x).mean(2)[0])
+                x = torch.from_numpy(pad_signal(w, net.cfg))[None].to(dev)
+                out.append(net.wave_frames(x).mean(2)[0].cpu())
         return torch.stack(out)
 
     views, ys = [pooled([waves[i] for i in tr])], [y_all[tr]]
@@ -952,6 +962,8 @@ def _fit_stats_member(net, waves, y_all, bounds, tr, va, n_out, s: TrainSettings
             idx = tr[start:start + s.batch_size]
             views.append(pooled(list(aug.batch(idx))))
             ys.append(y_all[idx])
+    x_va = pooled([waves[i] for i in va]) if len(va) else None
+    net.to("cpu")
     x_tr = torch.cat(views)
     y_tr = torch.from_numpy(np.concatenate(ys))
     with torch.no_grad():
@@ -963,7 +975,6 @@ def _fit_stats_member(net, waves, y_all, bounds, tr, va, n_out, s: TrainSettings
     counts = np.bincount(y_tr.numpy(), minlength=n_cls).astype(np.float64)
     class_w = torch.tensor(np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_cls, 0.0),
                            dtype=torch.float32)
-    x_va = pooled([waves[i] for i in va]) if len(va) else None
     opt = torch.optim.AdamW(head.parameters(), lr=3e-3, weight_decay=s.weight_decay * 10)
     history: list[EpochLog] = []
     best_uar, best_epoch, best_state = -1.0, 0, None
@@ -1183,6 +1194,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest for this small model on a shared CPU)")
+    parser.add_argument("--device", default="cpu",
+                        help="compact: where the TDNN members train (cpu, cuda); the saved model runs on any")
     parser.add_argument("--freeze-encoder", action="store_true", help="hubert: train the head only")
     parser.add_argument("--cache-dir", default=None, help="decoded-audio cache (default $EMOTIVOICE_CACHE or /tmp)")
     return parser
@@ -1205,7 +1218,8 @@ def _members_arg(text: str) -> tuple[str, ...]:
 
 def settings_from_args(args: argparse.Namespace) -> TrainSettings:
     s = TrainSettings()
-    upd: dict[str, Any] = {"seed": args.seed, "threads": args.threads, "freeze_encoder": args.freeze_encoder}
+    upd: dict[str, Any] = {"seed": args.seed, "threads": args.threads, "freeze_encoder": args.freeze_encoder,
+                           "device": args.device}
     if args.epochs is not None:
         upd["epochs"] = args.epochs
     elif args.arch == "hubert":

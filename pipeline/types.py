@@ -209,3 +209,9 @@ class EmotionModel:
     def attentions(self, signal: np.ndarray) -> np.ndarray | None:
         """(layers, T, T) mean-over-heads attention, or None when the model has none."""
         return None
+
+    def frames_and_attentions(self, signal: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``frame_features`` and ``attentions`` of one signal; transformer models override this to take
+        both from one forward pass."""
+        frames = self.frame_features(signal)
+        return frames, (self.attentions(signal) if self.has_attention and len(frames) else None)

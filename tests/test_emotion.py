@@ -221,6 +221,38 @@ def test_attentions_leave_the_fast_attention_kernel_in_place(tiny_hubert_dir, cl
     np.testing.assert_allclose(model.predict_proba(clips[:1]), before, atol=1e-6)
 
 
+def test_frames_and_attention_come_from_one_forward_pass_matching_the_separate_calls(tiny_hubert_dir, clips):
+    model = load_emotion_model(str(tiny_hubert_dir), CPU)
+    calls = []
+    hook = model.model.hubert.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        frames, maps = model.frames_and_attentions(clips[0])
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+    np.testing.assert_allclose(frames, model.frame_features(clips[0]), atol=1e-5)
+    np.testing.assert_allclose(maps, model.attentions(clips[0]), atol=1e-6)
+
+
+def test_analysis_with_explanations_runs_the_encoder_once_per_chunk(tiny_hubert_dir, clips):
+    from pipeline.analyze import Analyzer
+    from pipeline.config import Config
+
+    analyzer = Analyzer(Config().replace(emotion_model=str(tiny_hubert_dir), whisper_model="none",
+                                         explain="fast", faithfulness_sample=0.0, quantize="none"))
+    model = analyzer.emotion()
+    analyzer.analyze_signal(clips[1], name="warm-up")  # once per model: the silence reference (1 s)
+    calls = []
+    hook = model.model.hubert.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        result = analyzer.analyze_signal(clips[0], name="clip")
+    finally:
+        hook.remove()
+    assert len(result.chunks) >= 1
+    assert len(calls) == len(result.chunks)
+    assert all(c.explanation.attention is not None for c in result.chunks)
+
+
 # ---------------------------------------------------------------- trained flag
 
 def test_random_init_flag_marks_the_model_untrained_with_a_warning(tiny_hubert_dir, caplog):

@@ -112,34 +112,46 @@ def combine(tags: list[str], proba_dir: str, seeds: list[int], folds: int, rule:
                   f"{np.std(uars, ddof=1) if len(uars) > 1 else 0:.3f} folds {np.round(uars, 3).tolist()}")
 
 
-def record(model_dir: str, tag: str, seed: int, proba_dir: str, folds: int, protocol: str) -> dict:
-    """Write the cross-validated figures of run ``tag`` into ``model_dir/config.json`` (key cross_validation)."""
+def record(model_dir: str, tag: str, seeds: list[int], proba_dir: str, folds: int, protocol: str,
+           where: str | None = None) -> dict:
+    """Write the cross-validated figures of run ``tag`` (every seed given) into ``model_dir/config.json``
+    (key cross_validation): per-fold rows of each seed, each seed's mean and spread, the mean over seeds."""
     from pipeline.compact import CompactConfig
     from pipeline.train import metrics_from_proba
 
     cfg_path = Path(model_dir) / "config.json"
     doc = json.loads(cfg_path.read_text())
     rule = CompactConfig.from_dict(doc["config"]).combine
-    rows = []
-    for f in range(1, folds + 1):
-        path = Path(proba_dir) / f"{tag}_s{seed}_f{f}.npz"
-        if not path.is_file():
-            raise SystemExit(f"--record: {path} is missing (run every fold of {tag!r} first)")
-        z = np.load(path)
-        y, labels = z["y"].tolist(), z["labels"].tolist()
-        m = metrics_from_proba(ensemble(z["member_proba"], rule), y, labels)
-        actors = sorted({Path(p).parent.name.split("_")[-1].lstrip("0") for p in z["paths"]}, key=int)
-        rows.append({"fold": f, "test_actors": actors, "n": m.n, "uar": round(m.uar, 4), "wa": round(m.wa, 4),
-                     "macro_f1": round(m.macro_f1, 4),
-                     "member_uar": [round(metrics_from_proba(p, y, labels).uar, 4) for p in z["member_proba"]]})
-    uars = np.array([r["uar"] for r in rows])
-    cv = {"protocol": protocol, "run": f"{tag} seed {seed}", "combine": rule, "folds": rows,
-          "uar_mean": round(float(uars.mean()), 4), "uar_std": round(float(uars.std(ddof=1)), 4),
-          "wa_mean": round(float(np.mean([r["wa"] for r in rows])), 4),
-          "macro_f1_mean": round(float(np.mean([r["macro_f1"] for r in rows])), 4)}
+    rows, per_seed = [], []
+    for seed in seeds:
+        seed_rows = []
+        for f in range(1, folds + 1):
+            path = Path(proba_dir) / f"{tag}_s{seed}_f{f}.npz"
+            if not path.is_file():
+                raise SystemExit(f"--record: {path} is missing (run every fold of {tag!r} seed {seed} first)")
+            z = np.load(path)
+            y, labels = z["y"].tolist(), z["labels"].tolist()
+            m = metrics_from_proba(ensemble(z["member_proba"], rule), y, labels)
+            actors = sorted({Path(p).parent.name.split("_")[-1].lstrip("0") for p in z["paths"]}, key=int)
+            seed_rows.append({"seed": seed, "fold": f, "test_actors": actors, "n": m.n, "uar": round(m.uar, 4),
+                              "wa": round(m.wa, 4), "macro_f1": round(m.macro_f1, 4),
+                              "per_class": {k: None if v is None else round(v, 4) for k, v in m.per_class.items()},
+                              "member_uar": [round(metrics_from_proba(p, y, labels).uar, 4)
+                                             for p in z["member_proba"]]})
+        u = np.array([r["uar"] for r in seed_rows])
+        per_seed.append({"seed": seed, "uar_mean": round(float(u.mean()), 4), "uar_std": round(float(u.std(ddof=1)), 4),
+                         "wa_mean": round(float(np.mean([r["wa"] for r in seed_rows])), 4),
+                         "macro_f1_mean": round(float(np.mean([r["macro_f1"] for r in seed_rows])), 4)})
+        rows += seed_rows
+    cv = {"protocol": protocol, "run": f"{tag} seeds {','.join(map(str, seeds))}", "combine": rule,
+          "where": where, "folds": rows, "per_seed": per_seed,
+          "uar_mean": round(float(np.mean([p["uar_mean"] for p in per_seed])), 4),
+          "uar_std_over_folds": round(float(np.mean([p["uar_std"] for p in per_seed])), 4),
+          "wa_mean": round(float(np.mean([p["wa_mean"] for p in per_seed])), 4),
+          "macro_f1_mean": round(float(np.mean([p["macro_f1_mean"] for p in per_seed])), 4)}
     doc["cross_validation"] = cv
     cfg_path.write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps(cv, indent=2))
+    print(json.dumps({k: v for k, v in cv.items() if k != "folds"}, indent=2))
     return cv
 
 
@@ -188,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="TAG[@SEED],TAG...: score the average of saved runs' member probabilities, then exit")
     ap.add_argument("--record", default=None, metavar="MODEL_DIR",
                     help="write run --tag's cross-validated figures (saved probabilities) into MODEL_DIR/config.json")
+    ap.add_argument("--where", default=None,
+                    help="--record: where the folds were trained (e.g. 'GPU, --set device=cuda'), stored as is")
     ap.add_argument("--timing", action="store_true", help="time the shipped model on a 3 s clip, then exit")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -195,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         timing(args.data)
         return 0
     if args.record:
-        record(args.record, args.tag, int(args.seeds.split(",")[0]), args.save_proba, args.folds,
+        record(args.record, args.tag, [int(x) for x in args.seeds.split(",")], args.save_proba, args.folds,
                f"leave-actors-out, {args.folds} folds of {18 // args.folds} actors (RAVDESS actors 1-18 in order), "
                "each fold's model trained by the same recipe on the other actors; scored on the held-out "
-               "actors' six-emotion clips, full length")
+               "actors' six-emotion clips, full length", where=args.where)
         return 0
     if args.combine:
         for rule in ("arithmetic", "geometric"):

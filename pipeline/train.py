@@ -426,7 +426,7 @@ class TrainSettings:
         hubert_lr, freeze_encoder, max_len_s: HuBERT fine-tuning.
     """
 
-    epochs: int = 60
+    epochs: int = 100
     patience: int | None = 12
     batch_size: int = 16
     lr: float = 3e-3

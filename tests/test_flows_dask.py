@@ -8,52 +8,28 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from pipeline.config import Config
-from tests.browser_util import free_port
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def prefect_server(tmp_path):
-    port = free_port()
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-server"), PREFECT_API_URL="")
-    env.pop("PREFECT_API_URL")
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"prefect server exited: {(tmp_path / 'server.log').read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2):
-                break
-        except OSError:
-            time.sleep(1)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("prefect server did not start within 180 s")
-    try:
+def prefect_server(tmp_path, monkeypatch):
+    """A real Prefect server on 127.0.0.1, the one ``emotivoice schedule`` starts, stopped afterwards."""
+    from flows.schedule import scheduling_server
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    config = Config().replace(data_dir=str(tmp_path / "server-data"))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(config.data_path.resolve() / "prefect")
+    with scheduling_server(config) as url:
         yield url, env
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def test_the_flow_runs_its_file_tasks_on_a_dask_cluster_and_one_writer_stores_them(

@@ -35,8 +35,13 @@ SAMPLE_RATE = 16000
 PIPELINE_VERSION = "1"
 
 
-def settings_for(config: Config, emotion_name: str, whisper_name: str | None, *, live: bool = False) -> dict[str, Any]:
-    """The settings that shape results; their hash decides whether a file must be re-analysed."""
+def settings_for(config: Config, emotion_name: str, whisper_name: str | None, *, live: bool = False,
+                 quantized: str | None = None) -> dict[str, Any]:
+    """The settings that shape results; their hash decides whether a file must be re-analysed.
+
+    ``quantized``: what the loaded emotion model actually runs ('int8' or 'none'; ``config.quantize`` is
+    only the request, e.g. 'auto', which means int8 on a CPU and none on a GPU).
+    """
     return {
         "pipeline_version": PIPELINE_VERSION,
         "emotion_model": emotion_name,
@@ -45,7 +50,7 @@ def settings_for(config: Config, emotion_name: str, whisper_name: str | None, *,
         "beam_size": config.live_beam_size if live else config.beam_size,
         "explain": config.explain,
         "explain_budget": config.explain_budget if config.explain == "full" else None,
-        "quantize": config.quantize,
+        "quantize": quantized if quantized is not None else config.quantize,
         "chunking": {
             "silence_threshold_db": config.silence_threshold_db,
             "min_silence_ms": config.min_silence_ms,
@@ -111,7 +116,8 @@ class Analyzer:
 
     def settings(self, *, live: bool = False) -> dict[str, Any]:
         info = self.model_info()
-        return settings_for(self.config, info.emotion, info.whisper, live=live)
+        return settings_for(self.config, info.emotion, info.whisper, live=live,
+                            quantized=getattr(self.emotion(), "quantized", "none"))
 
     # --- analysis
     def analyze_file(self, path: str | Path, *, progress: Callable[[str], None] | None = None) -> FileResult:
@@ -228,7 +234,8 @@ class Analyzer:
                 res.explanation = exp
             timings["explain_s"] = time.perf_counter() - t
 
-        settings = settings_for(cfg, info.emotion, info.whisper, live=live)
+        settings = settings_for(cfg, info.emotion, info.whisper, live=live,
+                                quantized=getattr(model, "quantized", "none"))
         return FileResult(
             file=name, duration_s=round(duration, 3), sample_rate=SAMPLE_RATE, channels=1, models=info,
             chunks=chunk_results, settings=settings, notes=notes, timings=timings,

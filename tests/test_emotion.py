@@ -253,6 +253,17 @@ def test_analysis_with_explanations_runs_the_encoder_once_per_chunk(tiny_hubert_
     assert all(c.explanation.attention is not None for c in result.chunks)
 
 
+@pytest.mark.parametrize("request_, applied", [("auto", "int8"), ("none", "none")])
+def test_results_record_the_quantisation_actually_applied(tiny_hubert_dir, clips, request_, applied):
+    from pipeline.analyze import Analyzer
+    from pipeline.config import Config
+
+    analyzer = Analyzer(Config().replace(emotion_model=str(tiny_hubert_dir), whisper_model="none",
+                                         explain="none", quantize=request_, device="cpu"))
+    result = analyzer.analyze_signal(clips[0], name="clip")
+    assert result.settings["quantize"] == applied == analyzer.settings()["quantize"]
+
+
 # ---------------------------------------------------------------- trained flag
 
 def test_random_init_flag_marks_the_model_untrained_with_a_warning(tiny_hubert_dir, caplog):

@@ -126,8 +126,8 @@ def resolve_whisper_name(name: str | None, config: Config) -> str | None:
         # analysis goes on without transcripts (the result records whisper = None) instead of failing.
         cached = (whisper_cache_dir() / os.path.basename(whisper._MODELS[size])).is_file()
         if not cached and (_offline() or not _reachable(whisper._MODELS[size])):
-            logger.warning("Whisper %s is not in %s and cannot be downloaded: no transcripts. %s",
-                           size, whisper_cache_dir(), _how_to_get(size, whisper_cache_dir()))
+            target = whisper_cache_dir() / os.path.basename(whisper._MODELS[size])
+            logger.warning("Whisper %s: no transcripts; %s", size, _how_to_get(size, target))
             return None
         return size
 

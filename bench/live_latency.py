@@ -99,7 +99,10 @@ def to_48k(path: Path) -> np.ndarray:
     return resample_poly(x, 48000 // np.gcd(sr, 48000), sr // np.gcd(sr, 48000)).astype(np.float32)
 
 
-def run_one(model_dir: Path, clips: list[np.ndarray], *, threads: int, whisper: str, realtime: bool) -> dict:
+def run_one(model_dir: Path, clips: list[np.ndarray], *, threads: int, whisper: str, realtime: bool,
+            quantize: str = "auto") -> dict:
+    import functools
+
     import torch
 
     from pipeline.analyze import Analyzer
@@ -107,12 +110,17 @@ def run_one(model_dir: Path, clips: list[np.ndarray], *, threads: int, whisper: 
     from pipeline.live import TARGET_RATE, LiveSession, warm_up
 
     config = Config().replace(emotion_model=str(model_dir), whisper_model=whisper, explain="fast",
-                              device="cpu", quantize="none")
+                              device="cpu", quantize=quantize)
     analyzer = Analyzer(config)
     analyzer.model_info()  # load models outside the measurement
     warm_up(analyzer.analyze_signal, torch_threads=threads)  # first-use imports, as the page does
 
-    session = LiveSession(config, analyze=analyzer.analyze_signal, torch_threads=threads)
+    # as the page runs it: emotions first; with Whisper, the words in a second step
+    two_step = analyzer.whisper() is not None
+    session = LiveSession(
+        config, torch_threads=threads,
+        analyze=functools.partial(analyzer.analyze_signal, transcribe=False) if two_step else analyzer.analyze_signal,
+        transcribe=functools.partial(analyzer.add_transcripts, live=True) if two_step else None)
     silence = np.zeros(int(0.8 * 48000), dtype=np.float32)
     for x in clips:
         signal = np.concatenate([x, silence])
@@ -132,6 +140,7 @@ def run_one(model_dir: Path, clips: list[np.ndarray], *, threads: int, whisper: 
     if not results:
         raise RuntimeError(f"no utterance was analysed ({session.stats()})")
     lat = np.array([r.latency_s for r in results])
+    words = np.array([r.transcript_latency_s for r in results if r.transcript_latency_s is not None])
     dur = np.array([r.utterance.duration_s for r in results])
 
     # baseline: a bare forward pass on the same utterances, on a thread with the worker's setting
@@ -164,6 +173,9 @@ def run_one(model_dir: Path, clips: list[np.ndarray], *, threads: int, whisper: 
         "latency_over_bare_p50": float(np.percentile(lat / bare, 50)),
         "stage_mean_s": {k: round(v, 4) for k, v in stages.items()},
         "dropped_overload": session.stats().dropped_overload,
+        "quantized": getattr(model, "quantized", "none"),
+        "transcript_latency_p50_s": float(np.percentile(words, 50)) if len(words) else None,
+        "transcript_latency_p95_s": float(np.percentile(words, 95)) if len(words) else None,
     }
 
 
@@ -174,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2", help="comma list of torch threads for the worker")
     ap.add_argument("--whisper", default="none", help="'none' (the emotion path) or a Whisper name/path")
     ap.add_argument("--realtime", action="store_true", help="pace frames at 20 ms (real time)")
+    ap.add_argument("--quantize", default="auto", choices=("auto", "int8", "none"),
+                    help="emotion model quantisation (auto: int8 on a CPU, the analysis default)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -193,13 +207,17 @@ def main(argv: list[str] | None = None) -> int:
                 ap.error(f"--models: unknown model {name!r} (tiny, full)")
             model_dir = build_random_hubert(Path(tmp) / name, tiny_dims() if name == "tiny" else None)
             for threads in [int(t) for t in args.threads.split(",")]:
-                fig = run_one(model_dir, clips, threads=threads, whisper=args.whisper, realtime=args.realtime)
+                fig = run_one(model_dir, clips, threads=threads, whisper=args.whisper, realtime=args.realtime,
+                              quantize=args.quantize)
                 out.setdefault(name, []).append(fig)
-                print(f"{name:4s} threads={threads}: n={fig['utterances']:2d}  latency p50 {fig['latency_p50_s']:.3f} s"
+                words = ("" if fig["transcript_latency_p50_s"] is None else
+                         f"  | words p50 {fig['transcript_latency_p50_s']:.3f} s p95 {fig['transcript_latency_p95_s']:.3f} s")
+                print(f"{name:4s} {fig['quantized']:4s} threads={threads}: n={fig['utterances']:2d}  "
+                      f"emotion latency p50 {fig['latency_p50_s']:.3f} s"
                       f"  p95 {fig['latency_p95_s']:.3f} s  | p95 / utterance duration "
                       f"{fig['latency_over_duration_p95']:.3f} (mean duration {fig['duration_mean_s']:.2f} s)"
                       f"  | p50 / bare predict_proba {fig['latency_over_bare_p50']:.2f}x "
-                      f"(bare p50 {fig['bare_predict_p50_s']:.3f} s)  | stages {fig['stage_mean_s']}")
+                      f"(bare p50 {fig['bare_predict_p50_s']:.3f} s){words}  | stages {fig['stage_mean_s']}")
                 sys.stdout.flush()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average {load:.1f} at end (2-core machine shared with other work: absolute seconds vary; "

@@ -236,7 +236,11 @@ def _draw_results(st, session: LiveSession | None, results: list[LiveResult], *,
                                             f"{_fmt_s(stats.display_latency_p95_s)}",
                        help="End of utterance (as the end-pointer decides it) -> result on screen. "
                             f"Result ready: p50 {_fmt_s(stats.latency_p50_s)}, p95 {_fmt_s(stats.latency_p95_s)}. "
-                            f"The end-pointer waits {session.config.live_silence_ms} ms of silence first.")
+                            f"The end-pointer waits {session.config.live_silence_ms} ms of silence first. "
+                            "Emotions come first; Whisper's words follow"
+                            + (f" (p50 {_fmt_s(stats.transcript_latency_p50_s)}, "
+                               f"p95 {_fmt_s(stats.transcript_latency_p95_s)} after the end of the utterance)."
+                               if stats.transcript_latency_p50_s is not None else "."))
         cols[5].metric("Blips", stats.dropped_short,
                        help=f"Sounds under {session.config.live_min_utterance_s:g} s of speech, ignored")
         if stats.last_error:
@@ -253,7 +257,7 @@ def _draw_results(st, session: LiveSession | None, results: list[LiveResult], *,
         st.subheader("Transcript")
         md = []
         for ln in reversed(lines[-50:]):
-            text = ln.text if ln.text else "*(no transcript)*"
+            text = ln.text if ln.text else ("*(transcribing…)*" if ln.pending else "*(no transcript)*")
             tag = "–" if ln.dominant is None else f"**{ln.dominant}** {ln.confidence:.2f}"
             extra = []
             if ln.granular:

@@ -138,7 +138,8 @@ class Analyzer:
         return result
 
     def analyze_signal(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE, *, name: str = "<signal>",
-                       live: bool = False, progress: Callable[[str], None] | None = None) -> FileResult:
+                       live: bool = False, progress: Callable[[str], None] | None = None,
+                       transcribe: bool = True) -> FileResult:
         """Analyse a mono signal (any sample rate; resampled to 16 kHz).
 
         Args:
@@ -146,6 +147,8 @@ class Analyzer:
             sample_rate: their rate in Hz.
             name: what to call the signal in results and messages.
             live: use the live settings (Whisper beam ``live_beam_size``, fast explanations).
+            transcribe: False leaves the transcripts empty, to be filled by :meth:`add_transcripts`
+                (the live tab shows emotions first, words when Whisper is done).
         """
         cfg = self.config
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
@@ -187,14 +190,7 @@ class Analyzer:
 
         say("transcripts")
         t = time.perf_counter()
-        transcripts = [None] * len(chunks)
-        if whisper is not None and chunks:
-            from pipeline.transcribe import transcribe_chunks
-
-            transcripts = transcribe_chunks(
-                whisper, samples, chunks, language=cfg.language,
-                beam_size=cfg.live_beam_size if live else cfg.beam_size,
-            )
+        transcripts = self._transcripts(samples, chunks, live=live) if transcribe else [None] * len(chunks)
         timings["transcribe_s"] = time.perf_counter() - t
 
         say("features")
@@ -240,6 +236,31 @@ class Analyzer:
             file=name, duration_s=round(duration, 3), sample_rate=SAMPLE_RATE, channels=1, models=info,
             chunks=chunk_results, settings=settings, notes=notes, timings=timings,
         )
+
+    def _transcripts(self, samples: np.ndarray, chunks: list[Chunk], *, live: bool) -> list:
+        """Whisper's transcript of each chunk (None each when transcription is off)."""
+        whisper = self.whisper()
+        if whisper is None or not chunks:
+            return [None] * len(chunks)
+        from pipeline.transcribe import transcribe_chunks
+
+        return transcribe_chunks(whisper, samples, chunks, language=self.config.language,
+                                 beam_size=self.config.live_beam_size if live else self.config.beam_size)
+
+    def add_transcripts(self, result: FileResult, samples: np.ndarray, *, live: bool = False) -> FileResult:
+        """Fill the transcripts of a result made with ``transcribe=False`` (in place; also returned).
+
+        ``samples``: the analysed signal at 16 kHz (chunk times are seconds from its start).
+        """
+        t = time.perf_counter()
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        chunks = [Chunk(c.start_s, c.end_s) for c in result.chunks]
+        for c, tr in zip(result.chunks, self._transcripts(samples, chunks, live=live)):
+            if tr is not None:
+                c.transcript, c.language, c.language_probability = tr.text, tr.language, tr.language_probability
+                c.words = list(tr.words)
+        result.timings["transcribe_s"] = time.perf_counter() - t
+        return result
 
     def _emotions(self, model: EmotionModel, signals: list[np.ndarray], *, keep_frames: bool,
                   attention: bool = False

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 import logging
 import math
 import threading
@@ -501,11 +502,20 @@ class LiveResult:
     done_at: float
     shown_at: float | None = None
     """``time.monotonic()`` when the page first drew it (set by the page)."""
+    transcribing: bool = False
+    """True while Whisper is still working on it (emotions first, words after)."""
+    transcribed_at: float | None = None
+    """When its transcripts were filled in (None: not transcribed in a second step)."""
 
     @property
     def latency_s(self) -> float:
         """End-pointer decision -> result ready (s)."""
         return self.done_at - self.closed_at
+
+    @property
+    def transcript_latency_s(self) -> float | None:
+        """End-pointer decision -> transcripts ready (s); None unless transcribed in a second step."""
+        return None if self.transcribed_at is None else self.transcribed_at - self.closed_at
 
     @property
     def display_latency_s(self) -> float | None:
@@ -532,6 +542,8 @@ class LiveStats:
     display_latency_p50_s: float | None
     display_latency_p95_s: float | None
     last_error: str | None = None
+    transcript_latency_p50_s: float | None = None
+    transcript_latency_p95_s: float | None = None
 
 
 def _pct(values: Sequence[float], q: float) -> float | None:
@@ -625,7 +637,11 @@ class LiveSession:
     Args:
         config: settings (``live_*``, chunking padding, model names through ``analyze``).
         analyze: ``analyze(samples, sample_rate, name=..., live=True) -> FileResult``; default the
-            process-wide ``pipeline.analyze`` Analyzer for ``config`` (models load once per process).
+            process-wide ``pipeline.analyze`` Analyzer for ``config`` (models load once per process),
+            in two steps: emotions without transcripts first (published at once), then Whisper's
+            transcripts filled in (``LiveResult.transcribing`` meanwhile).
+        transcribe: ``transcribe(result, samples_16k) -> FileResult``, the second step for a custom
+            ``analyze`` (None: one step).
         session_id: id used for the recording's file name (default :func:`new_session_id`).
         clock: monotonic clock (s) for latencies.
         torch_threads: CPU threads torch uses on the worker thread (a per-thread setting: the rest of
@@ -633,13 +649,15 @@ class LiveSession:
     """
 
     def __init__(self, config: Config, *, analyze: AnalyzeFn | None = None, session_id: str | None = None,
-                 clock: Callable[[], float] = time.monotonic, torch_threads: int | None = None):
+                 clock: Callable[[], float] = time.monotonic, torch_threads: int | None = None,
+                 transcribe: Callable[[FileResult, np.ndarray], FileResult] | None = None):
         self.config = config
         self.torch_threads = int(config.live_threads if torch_threads is None else torch_threads)
         self.id = session_id or new_session_id()
         self.created = datetime.now(timezone.utc)
         self.clock = clock
         self._analyze = analyze
+        self._transcribe = transcribe
         self._lock = threading.RLock()
         self.endpointer = EndPointer(config, clock=clock)
         self.queue = DropOldestQueue(config.live_queue_size)
@@ -666,7 +684,11 @@ class LiveSession:
             from pipeline.analyze import get_analyzer
 
             analyzer = get_analyzer(self.config)
-            self._analyze = analyzer.analyze_signal
+            if analyzer.whisper() is not None:  # emotions first, words in a second step
+                self._transcribe = functools.partial(analyzer.add_transcripts, live=True)
+                self._analyze = functools.partial(analyzer.analyze_signal, transcribe=False)
+            else:
+                self._analyze = analyzer.analyze_signal
         return self._analyze(samples, sample_rate, name=name, live=True)
 
     # ---------------------------------------------------------------- input (WebRTC thread)
@@ -741,9 +763,9 @@ class LiveSession:
                     self._busy = False
 
     def _analyse_one(self, utt: Utterance, *, samples: np.ndarray | None = None) -> LiveResult | None:
+        x = utt.samples if samples is None else samples
         try:
-            res = self.analyze(utt.samples if samples is None else samples, TARGET_RATE,
-                               name=f"{self.id}#{utt.index}")
+            res = self.analyze(x, TARGET_RATE, name=f"{self.id}#{utt.index}")
         except Exception as exc:  # shown on the page; the session goes on
             logger.exception("live %s: analysis of utterance %d failed", self.id, utt.index)
             with self._lock:
@@ -752,11 +774,30 @@ class LiveSession:
         done = self.clock()
         logger.debug("live %s: utterance %d analysed %.3f s after it closed (stages %s)", self.id, utt.index,
                      done - utt.closed_at, {k: round(v, 3) for k, v in res.timings.items()})
-        lr = LiveResult(utterance=utt, result=offset_result(res, utt.start_s), closed_at=utt.closed_at, done_at=done)
+        lr = LiveResult(utterance=utt, result=offset_result(res, utt.start_s), closed_at=utt.closed_at, done_at=done,
+                        transcribing=self._transcribe is not None and bool(res.chunks))
         utt.samples = np.zeros(0, dtype=np.float32)  # the recording holds the audio
         with self._lock:
             self._results.append(lr)
+        if lr.transcribing:
+            self._add_transcripts(lr, res, x)
         return lr
+
+    def _add_transcripts(self, lr: LiveResult, res: FileResult, samples: np.ndarray) -> None:
+        """Second step: Whisper's words for a published result (the emotions stay if it fails)."""
+        try:
+            res = self._transcribe(res, samples)
+            shifted = offset_result(res, lr.utterance.start_s)
+        except Exception as exc:  # shown on the page; the emotions are kept, the session goes on
+            logger.exception("live %s: transcription of utterance %d failed", self.id, lr.utterance.index)
+            with self._lock:
+                self._errors.append((lr.utterance, f"transcription: {type(exc).__name__}: {exc}"))
+                lr.transcribing = False
+            return
+        with self._lock:
+            lr.result = shifted
+            lr.transcribing = False
+            lr.transcribed_at = self.clock()
 
     # ---------------------------------------------------------------- reading (page thread)
     def results(self) -> list[LiveResult]:
@@ -776,6 +817,7 @@ class LiveSession:
         with self._lock:
             lat = [r.latency_s for r in self._results]
             shown = [r.display_latency_s for r in self._results if r.shown_at is not None]
+            words = [r.transcript_latency_s for r in self._results if r.transcribed_at is not None]
             return LiveStats(
                 received_s=self._n_recorded / TARGET_RATE, frames=self._frames,
                 utterances=self.endpointer.closed, analysed=len(self._results), waiting=len(self.queue),
@@ -784,6 +826,7 @@ class LiveSession:
                 latency_p50_s=_pct(lat, 50), latency_p95_s=_pct(lat, 95),
                 display_latency_p50_s=_pct(shown, 50), display_latency_p95_s=_pct(shown, 95),
                 last_error=self._errors[-1][1] if self._errors else None,
+                transcript_latency_p50_s=_pct(words, 50), transcript_latency_p95_s=_pct(words, 95),
             )
 
     def recording(self) -> np.ndarray:
@@ -882,6 +925,8 @@ class TranscriptLine:
     confidence: float | None
     granular: list[str]
     complex: list[str]
+    pending: bool = False
+    """Whisper is still transcribing it."""
 
 
 def timeline_rows(results: Iterable[LiveResult]) -> list[dict[str, Any]]:
@@ -911,6 +956,7 @@ def transcript_lines(results: Iterable[LiveResult]) -> list[TranscriptLine]:
                 start_s=c.start_s, end_s=c.end_s, text=c.transcript, dominant=c.dominant,
                 confidence=None if conf is None else float(conf),
                 granular=[g.name for g in c.granular], complex=[x.name for x in c.complex],
+                pending=r.transcribing,
             ))
     return sorted(lines, key=lambda ln: ln.start_s)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import av
 import numpy as np
@@ -449,3 +450,72 @@ def test_stop_and_the_stream_end_hook_saving_at_once_store_the_session_once(tmp_
     assert len(outcomes) == 2 and outcomes[0] is outcomes[1]
     assert len(Warehouse(cfg.db).read_df("SELECT file_id FROM runs JOIN files USING (run_id)")) == 1
     assert len(list((tmp_path / "data" / "live").iterdir())) == 1
+
+
+# ---------------------------------------------------------------------------------------- emotions first, words after
+
+
+def test_emotions_are_published_before_whisper_finishes_and_the_words_follow():
+    gate = threading.Event()
+    seen_while_transcribing = []
+
+    def emotions_only(samples, sample_rate, name="x", **_):
+        res = fake_result(samples, sample_rate, name)
+        res.chunks[0].transcript, res.chunks[0].words = None, []
+        return res
+
+    def words(result, samples):
+        seen_while_transcribing.append([r.transcribing for r in session.results()])
+        assert gate.wait(10)
+        result.chunks[0].transcript = f"{len(samples)} samples"
+        result.chunks[0].words = [Word("samples", 0.2, 0.4)]
+        return result
+
+    session = LiveSession(live_config(), analyze=emotions_only, transcribe=words)
+    session.push(utterances(1), SR)
+    session.push(silence(1.0), SR)
+    deadline = time.monotonic() + 10
+    while not session.results() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (r,) = session.results()
+    assert r.transcribing and r.result.chunks[0].transcript is None  # the emotions are out, the words not yet
+    assert [ln.pending for ln in transcript_lines([r])] == [True]
+    gate.set()
+    session.stop()
+    (r,) = session.results()
+    assert not r.transcribing and r.transcribed_at >= r.done_at
+    n = int(r.result.chunks[0].transcript.split()[0])
+    assert n == pytest.approx(r.utterance.duration_s * SR, abs=2)  # Whisper got the utterance's audio
+    assert r.result.chunks[0].words[0].start_s == pytest.approx(r.utterance.start_s + 0.2, abs=1e-3)
+    assert seen_while_transcribing == [[True]]
+    stats = session.stats()
+    assert stats.transcript_latency_p95_s is not None and stats.transcript_latency_p95_s >= stats.latency_p95_s
+
+
+def test_a_failed_transcription_keeps_the_emotions_and_is_reported():
+    def broken(result, samples):
+        raise RuntimeError("whisper fell over")
+
+    session = LiveSession(live_config(), analyze=fake_result, transcribe=broken)
+    session.push(utterances(2), SR)
+    session.stop()
+    results = session.results()
+    assert len(results) == 2 and all(not r.transcribing for r in results)
+    assert all(r.result.chunks[0].dominant in BASE_EMOTIONS for r in results)
+    stats = session.stats()
+    assert stats.errors == 2 and "transcription: RuntimeError: whisper fell over" in stats.last_error
+
+
+def test_the_default_analyzer_transcribes_in_a_second_step(tiny_hubert_dir, tiny_whisper_path, ravdess_dir):
+    from pipeline.audio import decode_audio
+
+    clip = decode_audio(sorted((ravdess_dir / "Actor_02").glob("*.flac"))[0]).samples
+    config = live_config(emotion_model=str(tiny_hubert_dir), whisper_model=str(tiny_whisper_path), language="en",
+                         live_max_utterance_s=8.0)
+    session = LiveSession(config)
+    session.push(np.concatenate([clip, silence(1.0)]), SR)
+    session.stop()
+    results = session.results()
+    assert results and all(r.transcribed_at is not None and r.transcribed_at >= r.done_at for r in results)
+    assert all(c.language == "en" for r in results for c in r.result.chunks)
+    assert results[0].result.timings["emotion_s"] > 0 and "transcribe_s" in results[0].result.timings

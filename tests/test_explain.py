@@ -333,6 +333,16 @@ def test_rollout_of_attention_that_stays_on_itself_is_the_identity_and_downsampl
     assert downsample_attention(uniform, 3) == pytest.approx(np.full((3, 3), 1 / 3))
 
 
+@pytest.mark.parametrize("t, size", [(499, 32), (37, 8), (5, 32)])
+def test_the_downsampled_rollout_equals_downsampling_the_full_rollout(t, size):
+    from pipeline.explain import downsampled_rollout
+
+    logits = np.random.default_rng(t).normal(size=(4, t, t)) * 3
+    maps = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    expected = downsample_attention(attention_rollout(maps), size)
+    np.testing.assert_allclose(downsampled_rollout(maps, size), expected, atol=2e-5)
+
+
 # ------------------------------------------------------------------------------------------ robustness
 
 @pytest.mark.parametrize("x", [np.zeros(0, np.float32), np.zeros(SR * 2, np.float32), noise(0.03), noise(0.01)],

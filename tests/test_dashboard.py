@@ -554,3 +554,25 @@ def test_selection_exports_follow_the_filters(filled_warehouse):
     pdf = report.selection_pdf(db, flt)
     assert pdf.startswith(b"%PDF") and pdf.count(b"/Subtype /Image") >= 3
     assert not json.loads(report.selection_json(db, data.Filters(folders=(folder,))))["chunks"]
+
+
+def test_overview_says_what_the_compact_model_is_and_how_well_it_does_on_unseen_speakers(monkeypatch, tmp_path):
+    import json
+
+    import warehouse
+    from pipeline.compact import COMPACT_DIR
+    from warehouse.synth import fake_file_result
+
+    db = tmp_path / "compact.duckdb"
+    result = fake_file_result(5, "/recordings/c.wav", n_chunks=3, trained=True)
+    result.models.emotion = "compact"
+    warehouse.Warehouse(db).write_result("/recordings/c.wav", "c" * 64, result)
+    at = open_page(make_app(monkeypatch, db), "overview")
+    uar = json.loads((COMPACT_DIR / "config.json").read_text())["cross_validation"]["uar_mean"]
+    captions = [t for t in texts(at, "caption") if t.startswith("The compact model")]
+    assert len(captions) == 1 and f"{uar:.0%} balanced accuracy on actors it never heard" in captions[0]
+
+
+def test_overview_of_another_model_has_no_compact_model_caption(monkeypatch, filled_warehouse):
+    at = open_page(make_app(monkeypatch, filled_warehouse.db), "overview")
+    assert not [t for t in texts(at, "caption") if t.startswith("The compact model")]

@@ -73,6 +73,14 @@ def render() -> None:
                        f"not emotions).")
     elif filters.include_untrained and status.untrained_files:
         st.warning("Untrained models included: their scores are model outputs, not emotions.")
+    with common.guard():
+        models = data.filter_options(db).models
+    if "compact" in models:
+        from pipeline.compact import card_summary
+
+        summary = card_summary()
+        if summary:
+            st.caption(summary)
 
     if fig.chunks == 0:
         st.info("No chunks match these filters." if status.ok_files else

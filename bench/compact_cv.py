@@ -139,7 +139,8 @@ def record(model_dir: str, tag: str, seeds: list[int], proba_dir: str, folds: in
                               "member_uar": [round(metrics_from_proba(p, y, labels).uar, 4)
                                              for p in z["member_proba"]]})
         u = np.array([r["uar"] for r in seed_rows])
-        per_seed.append({"seed": seed, "uar_mean": round(float(u.mean()), 4), "uar_std": round(float(u.std(ddof=1)), 4),
+        spread = float(u.std(ddof=1)) if len(u) > 1 else 0.0
+        per_seed.append({"seed": seed, "uar_mean": round(float(u.mean()), 4), "uar_std": round(spread, 4),
                          "wa_mean": round(float(np.mean([r["wa"] for r in seed_rows])), 4),
                          "macro_f1_mean": round(float(np.mean([r["macro_f1"] for r in seed_rows])), 4)})
         rows += seed_rows

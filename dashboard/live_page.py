@@ -245,6 +245,9 @@ def _draw_results(st, session: LiveSession | None, results: list[LiveResult], *,
                        help=f"Sounds under {session.config.live_min_utterance_s:g} s of speech, ignored")
         if stats.last_error:
             st.error(f"{stats.errors} utterance(s) failed to analyse; last: {stats.last_error}")
+        if stats.last_transcript_error:
+            st.warning(f"Words missing for {stats.transcript_errors} utterance(s) (their emotions are shown); "
+                       f"last: {stats.last_transcript_error}")
         if playing and not results:
             st.info("Listening… speak; a result appears after each pause "
                     f"({session.config.live_silence_ms} ms of silence) or every "

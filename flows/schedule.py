@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -51,8 +52,11 @@ def _port(preferred: int = 4200) -> int:
 def scheduling_server(config: Config, *, timeout_s: float | None = None) -> Iterator[str]:
     """The Prefect API URL to serve against: ``$PREFECT_API_URL``, else a server started here and stopped
     on exit (``prefect server start --host 127.0.0.1``, its home under ``config.data_path / 'prefect'``)."""
-    if os.environ.get("PREFECT_API_URL"):
-        yield os.environ["PREFECT_API_URL"]
+    from prefect.settings import PREFECT_API_URL
+
+    configured = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()  # env, profile or prefect.toml
+    if configured:
+        yield str(configured)
         return
     timeout_s = timeout_s or float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
     home = config.data_path.resolve() / "prefect"
@@ -60,6 +64,12 @@ def scheduling_server(config: Config, *, timeout_s: float | None = None) -> Iter
     port = _port()
     log_path = home / "server.log"
     env = dict(os.environ, PREFECT_HOME=str(home))
+    # The server runs in its own session (Ctrl-C reaches only us), so every way out of here must stop
+    # it: SIGTERM and SIGHUP become SystemExit while it runs.
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, _exit_on_signal)
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -78,16 +88,34 @@ def scheduling_server(config: Config, *, timeout_s: float | None = None) -> Iter
                     raise RuntimeError(f"the local Prefect server did not answer within {timeout_s:.0f} s; "
                                        f"see {log_path}") from None
                 time.sleep(1)
+        time.sleep(1.0)  # a server that lost the port to another one answers that one's health check, then exits
+        if proc.poll() is not None:
+            raise RuntimeError(f"the local Prefect server exited with status {proc.returncode} (port {port} "
+                               f"taken?); see {log_path}")
         print(f"Prefect server for the schedule: UI at http://127.0.0.1:{port} (log {log_path})", flush=True)
         yield url
     finally:
+        _stop(proc)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _exit_on_signal(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group, SIGKILL it after 20 s; quiet if it is already gone."""
+    for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
+            os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            pass
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            continue
 
 
 def serve_schedule(root: str | Path, config: Config, *, cron: str) -> None:
@@ -106,17 +134,29 @@ def serve_schedule(root: str | Path, config: Config, *, cron: str) -> None:
 
 
 def _serve(root_p: Path, config: Config, *, cron: str, api_url: str) -> None:
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.ingest import ingest_flow
 
-    os.environ["PREFECT_API_URL"] = api_url
-    with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        ingest_flow.serve(
-            name=deployment_name(root_p, config.db),
-            cron=cron,
-            parameters={"root": str(root_p.resolve()), "config_json": config.to_json(), "progress": False},
-            global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
-            description=f"EmotiVoice ingestion of {root_p.resolve()} into {config.db}",
-        )
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = api_url  # the flow-run processes the runner starts inherit it
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            _serve_flow(ingest_flow, root_p, config, cron)
+    finally:
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+
+
+def _serve_flow(ingest_flow, root_p: Path, config: Config, cron: str) -> None:
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    ingest_flow.serve(
+        name=deployment_name(root_p, config.db),
+        cron=cron,
+        parameters={"root": str(root_p.resolve()), "config_json": config.to_json(), "progress": False},
+        global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+        description=f"EmotiVoice ingestion of {root_p.resolve()} into {config.db}",
+    )

@@ -225,7 +225,7 @@ class Analyzer:
 
             exps = explain_batch(model, signals, config=cfg, tier=tier, frames=frames, tracks=tracks,
                                  seeds=[r.idx for r in chunk_results], sample_key=name,
-                                 attention=want_attention, attentions=attentions)
+                                 attention=want_attention, attention_results=attentions)
             for res, exp in zip(chunk_results, exps):
                 res.explanation = exp
             timings["explain_s"] = time.perf_counter() - t
@@ -264,9 +264,9 @@ class Analyzer:
 
     def _emotions(self, model: EmotionModel, signals: list[np.ndarray], *, keep_frames: bool,
                   attention: bool = False
-                  ) -> tuple[np.ndarray, list[np.ndarray] | None, list[np.ndarray | None] | None]:
+                  ) -> tuple[np.ndarray, list[np.ndarray] | None, list[tuple | None] | None]:
         """Class probabilities per chunk; with ``keep_frames`` also the encoder frames, computed once, and
-        with ``attention`` the attention maps of that same forward pass.
+        with ``attention`` the attention maps of that same forward pass, reduced (``attention_maps``).
 
         Every model pools frames by their mean before its head, so ``head_proba(mean(frames))`` *is* the
         prediction: the explanations reuse the frames instead of running the encoder a second time.
@@ -274,10 +274,10 @@ class Analyzer:
         if not signals:
             return np.zeros((0, len(model.labels)), dtype=np.float32), [], None
         if keep_frames:
-            if attention:
-                pairs = [model.frames_and_attentions(s) for s in signals]
-                frames = [np.asarray(f) for f, _ in pairs]
-                maps = [m for _, m in pairs]
+            if attention:  # each chunk's maps reduced right away (full-size maps of a file would pile up)
+                from pipeline.explain import frames_and_reduced_attention
+
+                frames, maps = frames_and_reduced_attention(model, signals, int(self.config.attention_size))
             else:
                 frames = [np.asarray(model.frame_features(s)) for s in signals]
                 maps = None

@@ -274,6 +274,12 @@ class HFEmotionModel(EmotionModel):
             for h in hooks:
                 h.remove()
         maps = None
+        if attentions and modules is not None and (len(captured) != len(modules)
+                                                   or any(a is None for a in captured)):
+            # Some transformers versions return eager weights only when asked for them.
+            out = self._base(values, attention_mask=mask, output_hidden_states=self._weighted,
+                             output_attentions=True)
+            modules = None
         if attentions:
             layers = captured if modules is not None else [
                 None if a is None else a.float().mean(dim=1) for a in (out.attentions or ())]

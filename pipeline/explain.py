@@ -142,6 +142,29 @@ def downsampled_rollout(maps: np.ndarray, size: int) -> np.ndarray:
     return np.add.reduceat(left, starts, axis=-1)
 
 
+def frames_and_reduced_attention(model: EmotionModel, signals: Sequence[np.ndarray], size: int
+                                 ) -> tuple[list[np.ndarray], list[tuple | None]]:
+    """Per chunk: the frames and ``attention_maps`` of one forward pass, each chunk's full (layers, T, T)
+    maps reduced before the next chunk runs. A chunk whose maps fail keeps its frames and a note saying why."""
+    frames: list[np.ndarray] = []
+    reduced: list[tuple | None] = []
+    for s in signals:
+        x = np.asarray(s, dtype=np.float32).reshape(-1)
+        if x.size == 0:
+            frames.append(np.zeros((0, 1), np.float32))
+            reduced.append(None)
+            continue
+        try:
+            fr, maps = model.frames_and_attentions(x)
+            red = attention_maps(model, x, size, maps) if maps is not None else None
+        except Exception as exc:  # never let a picture stop the analysis
+            logger.warning("attention maps of %s failed: %s", model.name, exc)
+            fr, red = model.frame_features(x), (None, None, f"attention maps could not be computed: {exc}")
+        frames.append(np.asarray(fr, dtype=np.float32))
+        reduced.append(red)
+    return frames, reduced
+
+
 def attention_maps(model: EmotionModel, samples: np.ndarray, size: int, maps: np.ndarray | None = None
                    ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
     """(per-layer maps (layers, n, n), rollout (n, n), note) — maps None with a plain note when absent.
@@ -162,7 +185,7 @@ def attention_maps(model: EmotionModel, samples: np.ndarray, size: int, maps: np
         return None, None, f"attention maps could not be computed: {exc}"
     if maps is None:
         return None, None, f"emotion model {model.name} returned no attention maps"
-    maps = np.asarray(maps, dtype=np.float64)
+    maps = np.asarray(maps, dtype=np.float32)
     layers = downsample_attention(maps, size).astype(np.float32)
     rollout = downsampled_rollout(maps, size).astype(np.float32)
     note = (f"mean over heads of each of {maps.shape[0]} layers and attention rollout, "
@@ -185,7 +208,8 @@ def _empty(tier: str, target: str, reason: str, proba_t: float, note: str | None
 def explain_chunk(model: EmotionModel, samples: np.ndarray, *, config, tier: str = "fast",
                   target_label: str | None = None, seed: int = 0, frames: np.ndarray | None = None,
                   faithfulness: bool | None = None, attention: bool = True,
-                  attentions: np.ndarray | None = None, sample_key: str = "") -> Explanation:
+                  attentions: np.ndarray | None = None, sample_key: str = "",
+                  attention_result: tuple | None = None) -> Explanation:
     """Explain the model's probability of ``target_label`` for one chunk.
 
     Args:
@@ -203,6 +227,9 @@ def explain_chunk(model: EmotionModel, samples: np.ndarray, *, config, tier: str
         attention: compute attention maps for models that have attention (one extra forward pass
             unless ``attentions`` is given).
         attentions: ``model.attentions(samples)`` (layers, T, T) when already computed.
+        attention_result: ``attention_maps(...)`` (maps, rollout, note) when already reduced (the
+            analysis reduces each chunk's maps right after its forward pass, so a file's full-size maps
+            never pile up in memory).
         sample_key: mixed with ``seed`` into the fast tier's faithfulness pick (pass the file's name or
             hash so that one-chunk files are sampled at the configured rate too).
 
@@ -230,11 +257,14 @@ def explain_chunk(model: EmotionModel, samples: np.ndarray, *, config, tier: str
     if x.size == 0:
         target = target_label or "?"
         return _empty(tier, target, "empty chunk", math.nan, "empty chunk: no attention maps")
-    if frames is None and attention and attentions is None and getattr(model, "has_attention", False):
+    failed = None
+    if (frames is None and attention and attentions is None and attention_result is None
+            and getattr(model, "has_attention", False)):
         try:  # one forward pass for both
             frames, attentions = model.frames_and_attentions(x)
-        except RuntimeError as exc:  # the maps failed; attention_maps below says so
+        except Exception as exc:  # never let a picture stop the analysis; no second try below
             logger.warning("attention maps of %s failed: %s", model.name, exc)
+            failed = (None, None, f"attention maps could not be computed: {exc}")
     if frames is None:
         frames = np.asarray(model.frame_features(x))
     frames = np.asarray(frames, dtype=np.float32)
@@ -243,7 +273,7 @@ def explain_chunk(model: EmotionModel, samples: np.ndarray, *, config, tier: str
         reason = "the model yields no frames for so short a chunk"
         return _empty(tier, target_label or "?", reason, math.nan, f"{reason}: no attention maps")
     if attention:
-        att, roll, note = attention_maps(model, x, size, attentions)
+        att, roll, note = attention_result or failed or attention_maps(model, x, size, attentions)
     else:
         note = "attention maps not requested"
 
@@ -561,7 +591,7 @@ def explain_batch(model: EmotionModel, signals: Sequence[np.ndarray], *, config,
                   frames: Sequence[np.ndarray] | None = None, tracks: Sequence | None = None,
                   seeds: Sequence[int] | None = None, target_label: str | None = None,
                   sample_key: str = "", attention: bool = True,
-                  attentions: Sequence[np.ndarray | None] | None = None) -> list[Explanation]:
+                  attention_results: Sequence[tuple | None] | None = None) -> list[Explanation]:
     """Explain every chunk of a file: :func:`explain_chunk` per chunk + :func:`explain_features` once.
 
     Args:
@@ -575,18 +605,20 @@ def explain_batch(model: EmotionModel, signals: Sequence[np.ndarray], *, config,
         target_label: one label for every chunk; None: each chunk's top label.
         sample_key: the file's name or hash, mixed into the fast tier's faithfulness pick.
         attention: compute attention maps (models with attention).
-        attentions: per chunk ``model.frames_and_attentions(...)[1]`` from the analysis' forward pass
-            (computed here, one pass per chunk, when None and ``attention``).
+        attention_results: per chunk ``attention_maps(...)`` reduced from the analysis' own forward pass
+            (None: computed here, in the same pass as the frames when those are missing too).
     """
     tier = tier or config.explain
-    maps = list(attentions) if attentions is not None else [None] * len(signals)
+    reduced = list(attention_results) if attention_results is not None else [None] * len(signals)
+    if frames is None and attention and attention_results is None and getattr(model, "has_attention", False):
+        frames, reduced = frames_and_reduced_attention(model, signals, int(config.attention_size))
     frames = list(frames) if frames is not None else [
         np.asarray(model.frame_features(s)) if np.asarray(s).size else np.zeros((0, 1), np.float32)
         for s in signals]
     seeds = list(seeds) if seeds is not None else list(range(len(signals)))
     exps = [explain_chunk(model, s, config=config, tier=tier, target_label=target_label, seed=sd, frames=fr,
-                          sample_key=sample_key, attention=attention, attentions=mp)
-            for s, fr, sd, mp in zip(signals, frames, seeds, maps)]
+                          sample_key=sample_key, attention=attention, attention_result=red)
+            for s, fr, sd, red in zip(signals, frames, seeds, reduced)]
     fx = explain_features(model, signals, config=config, target_labels=[e.target_label for e in exps],
                           frames=frames, tracks=tracks)
     attach_feature_explanations(exps, fx)

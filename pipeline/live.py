@@ -45,6 +45,7 @@ import copy
 import functools
 import logging
 import math
+import queue
 import threading
 import time
 import uuid
@@ -544,6 +545,9 @@ class LiveStats:
     last_error: str | None = None
     transcript_latency_p50_s: float | None = None
     transcript_latency_p95_s: float | None = None
+    transcript_errors: int = 0
+    """Utterances whose words failed (their emotions were kept)."""
+    last_transcript_error: str | None = None
 
 
 def _pct(values: Sequence[float], q: float) -> float | None:
@@ -668,6 +672,9 @@ class LiveSession:
         self._results: list[LiveResult] = []
         self._dropped: list[Utterance] = []  # dropped by the overload policy (samples released)
         self._errors: list[tuple[Utterance, str]] = []
+        self._word_errors: list[tuple[Utterance, str]] = []
+        self._words_q: queue.Queue = queue.Queue()
+        self._words_thread: threading.Thread | None = None
         self._busy = False
         self._receiving = True
         self._stopping = threading.Event()
@@ -779,9 +786,35 @@ class LiveSession:
         utt.samples = np.zeros(0, dtype=np.float32)  # the recording holds the audio
         with self._lock:
             self._results.append(lr)
-        if lr.transcribing:
-            self._add_transcripts(lr, res, x)
+        if lr.transcribing:  # words on their own thread: the next utterance's emotions need not wait
+            with self._lock:
+                if self._words_thread is None:
+                    self._words_thread = threading.Thread(target=self._words_work, name=f"emotivoice-words-{self.id}",
+                                                          daemon=True)
+                    self._words_thread.start()
+                self._words_q.put((lr, res, x))
         return lr
+
+    def _words_work(self) -> None:
+        if self.torch_threads:
+            import torch
+
+            torch.set_num_threads(int(self.torch_threads))
+        while True:
+            item = self._words_q.get()
+            if item is None:
+                return
+            self._add_transcripts(*item)
+
+    def _finish_words(self, timeout: float | None) -> None:
+        """Let the words thread finish what it was given, then end it (a later utterance starts a new one)."""
+        with self._lock:
+            thread, self._words_thread = self._words_thread, None
+        if thread is not None:
+            self._words_q.put(None)
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning("live %s: transcription still running after %.0f s at stop", self.id, timeout or 0)
 
     def _add_transcripts(self, lr: LiveResult, res: FileResult, samples: np.ndarray) -> None:
         """Second step: Whisper's words for a published result (the emotions stay if it fails)."""
@@ -791,7 +824,7 @@ class LiveSession:
         except Exception as exc:  # shown on the page; the emotions are kept, the session goes on
             logger.exception("live %s: transcription of utterance %d failed", self.id, lr.utterance.index)
             with self._lock:
-                self._errors.append((lr.utterance, f"transcription: {type(exc).__name__}: {exc}"))
+                self._word_errors.append((lr.utterance, f"transcription: {type(exc).__name__}: {exc}"))
                 lr.transcribing = False
             return
         with self._lock:
@@ -827,6 +860,8 @@ class LiveSession:
                 display_latency_p50_s=_pct(shown, 50), display_latency_p95_s=_pct(shown, 95),
                 last_error=self._errors[-1][1] if self._errors else None,
                 transcript_latency_p50_s=_pct(words, 50), transcript_latency_p95_s=_pct(words, 95),
+                transcript_errors=len(self._word_errors),
+                last_transcript_error=self._word_errors[-1][1] if self._word_errors else None,
             )
 
     def recording(self) -> np.ndarray:
@@ -863,6 +898,7 @@ class LiveSession:
             worker.join(timeout)
             if worker.is_alive():
                 logger.warning("live %s: analysis still running after %.0f s at stop", self.id, timeout or 0)
+        self._finish_words(timeout)
 
     def session_result(self, name: str | None = None) -> FileResult:
         """The whole session as one FileResult (times into the recording); stops the session first.
@@ -882,12 +918,19 @@ class LiveSession:
         for utt in catch_up:
             a, b = int(round(utt.start_s * TARGET_RATE)), int(round(utt.end_s * TARGET_RATE))
             self._analyse_one(utt, samples=audio[a:b])
+        self._finish_words(60.0)
         results = sorted(self.results(), key=lambda r: r.utterance.start_s)
         cfg = self.config
         segmentation = {"live_silence_ms": cfg.live_silence_ms, "live_max_utterance_s": cfg.live_max_utterance_s,
                         "live_min_utterance_s": cfg.live_min_utterance_s}
         if not results:
             res = self.analyze(audio, TARGET_RATE, name=name)
+            if self._transcribe is not None and res.chunks:
+                try:
+                    res = self._transcribe(res, audio)
+                except Exception as exc:  # keep the emotions; say why the words are missing
+                    logger.exception("live %s: transcription of the recording failed", self.id)
+                    res.notes.append(f"transcription failed: {type(exc).__name__}: {exc}")
             res.file, res.sample_rate, res.channels = name, TARGET_RATE, 1
             res.settings = {**res.settings, "live_segmentation": segmentation}
             res.notes.append("live session: no utterance was end-pointed; the recording was analysed whole")
@@ -899,6 +942,13 @@ class LiveSession:
                     if stats.dropped_short else "")]
         if self._errors:
             notes.append(f"live session: {len(self._errors)} utterance(s) failed to analyse: {self._errors[-1][1]}")
+        if self._word_errors:
+            notes.append(f"live session: words missing for {len(self._word_errors)} utterance(s) (emotions kept): "
+                         f"{self._word_errors[-1][1]}")
+        unfinished = sum(r.transcribing for r in results)
+        if unfinished:
+            notes.append(f"live session: words missing for {unfinished} utterance(s): transcription had not "
+                         "finished when the session was saved")
         settings = {**results[0].result.settings, "live_segmentation": segmentation}
         return merge_utterance_results([r.result for r in results], name=name, duration_s=self.duration_s,
                                        extra_notes=notes, settings=settings)

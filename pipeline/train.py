@@ -417,9 +417,10 @@ class TrainSettings:
         mixup: Beta(mixup, mixup) mixing of examples and targets (0: off).
         seed: seeds Python, NumPy and torch.
         threads: torch CPU threads.
-        device: where the compact TDNN/CNN members train ('cpu', 'cuda', 'cuda:1'); augmentation and the
-            'stats' member stay on the CPU, and the saved model is always a CPU model. GPU and CPU runs of
-            one seed differ by floating-point non-determinism, not by recipe.
+        device: where the compact members' networks run during training ('cpu', 'cuda', 'cuda:1');
+            augmentation and the 'stats' member's MLP fit stay on the CPU, and the saved model is always a
+            CPU model. GPU and CPU runs of one seed differ by floating-point non-determinism, not by
+            recipe. Compact only (``--arch hubert`` trains on the CPU).
         norm, n_mels, channels, tdnn_channels, embed_dim, n_mfcc, stats_pitch, stats_hidden, pool_std,
             dropout: compact architecture
             (see CompactConfig).
@@ -594,6 +595,7 @@ def train(data_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str
     settings = settings or TrainSettings()
     if arch not in {"compact", "hubert"}:
         raise ValueError(f"unknown --arch {arch!r} (compact or hubert)")
+    _check_device(settings.device)  # before decoding anything
     if arch == "hubert" and extra_labels:
         raise ValueError("extra (auxiliary) labels are only supported by --arch compact")
     if arch == "hubert" and not base:
@@ -620,6 +622,7 @@ def train_arrays(waves: Sequence[np.ndarray], data: LabelledSet, out_dir: str | 
     import torch
 
     settings = settings or TrainSettings()
+    _check_device(settings.device)
     torch.set_num_threads(max(1, settings.threads))
     _seed_everything(settings.seed)
     t0 = time.perf_counter()
@@ -651,6 +654,16 @@ def train_arrays(waves: Sequence[np.ndarray], data: LabelledSet, out_dir: str | 
     if out_dir is not None:
         _save(model, arch, result, Path(out_dir))
     return result
+
+
+def _check_device(device: str) -> None:
+    """Refuse a training device torch cannot use here (e.g. 'cuda' with a CPU-only torch), naming it."""
+    import torch
+
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        raise ValueError(f"training device {device!r} is not available here: {exc}") from exc
 
 
 def _seed_everything(seed: int) -> None:

@@ -253,6 +253,29 @@ def test_analysis_with_explanations_runs_the_encoder_once_per_chunk(tiny_hubert_
     assert all(c.explanation.attention is not None for c in result.chunks)
 
 
+def test_a_failing_attention_pass_costs_the_maps_only_not_the_analysis(tiny_hubert_dir, clips, monkeypatch):
+    from pipeline.analyze import Analyzer
+    from pipeline.config import Config
+
+    analyzer = Analyzer(Config().replace(emotion_model=str(tiny_hubert_dir), whisper_model="none",
+                                         explain="fast", faithfulness_sample=0.0, quantize="none"))
+    model = analyzer.emotion()
+    tries = []
+
+    def broken(signal):
+        tries.append(1)
+        raise MemoryError("eager attention ran out of memory")
+
+    monkeypatch.setattr(model, "frames_and_attentions", broken)
+    monkeypatch.setattr(model, "attentions", broken)
+    result = analyzer.analyze_signal(clips[0], name="clip")
+    assert result.chunks and all(c.dominant is not None for c in result.chunks)
+    for c in result.chunks:
+        assert c.explanation.attention is None and c.explanation.shap_segments
+        assert "attention maps could not be computed: eager attention ran out of memory" in c.explanation.attention_note
+    assert len(tries) == len(result.chunks)  # one try per chunk, no second pass
+
+
 @pytest.mark.parametrize("request_, applied", [("auto", "int8"), ("none", "none")])
 def test_results_record_the_quantisation_actually_applied(tiny_hubert_dir, clips, request_, applied):
     from pipeline.analyze import Analyzer

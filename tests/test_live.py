@@ -503,7 +503,11 @@ def test_a_failed_transcription_keeps_the_emotions_and_is_reported():
     assert len(results) == 2 and all(not r.transcribing for r in results)
     assert all(r.result.chunks[0].dominant in BASE_EMOTIONS for r in results)
     stats = session.stats()
-    assert stats.errors == 2 and "transcription: RuntimeError: whisper fell over" in stats.last_error
+    assert stats.errors == 0 and stats.transcript_errors == 2
+    assert "transcription: RuntimeError: whisper fell over" in stats.last_transcript_error
+    notes = session.session_result().notes
+    assert any("words missing for 2 utterance(s) (emotions kept)" in n for n in notes)
+    assert not any("failed to analyse" in n for n in notes)
 
 
 def test_the_default_analyzer_transcribes_in_a_second_step(tiny_hubert_dir, tiny_whisper_path, ravdess_dir):
@@ -519,3 +523,23 @@ def test_the_default_analyzer_transcribes_in_a_second_step(tiny_hubert_dir, tiny
     assert results and all(r.transcribed_at is not None and r.transcribed_at >= r.done_at for r in results)
     assert all(c.language == "en" for r in results for c in r.result.chunks)
     assert results[0].result.timings["emotion_s"] > 0 and "transcribe_s" in results[0].result.timings
+
+
+def test_a_slow_transcription_does_not_hold_back_the_next_utterances_emotions():
+    release = threading.Event()
+
+    def slow_words(result, samples):
+        assert release.wait(20)
+        return result
+
+    session = LiveSession(live_config(), analyze=fake_result, transcribe=slow_words)
+    session.push(utterances(3), SR)
+    session.push(silence(1.0), SR)
+    deadline = time.monotonic() + 10
+    while len(session.results()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    results = session.results()
+    assert len(results) == 3 and all(r.transcribing for r in results)  # all emotions out, words still pending
+    release.set()
+    session.stop()
+    assert all(not r.transcribing and r.transcribed_at is not None for r in session.results())

@@ -246,3 +246,14 @@ def test_hubert_needs_a_base_checkpoint(ravdess_dir, tmp_path):
     with pytest.raises(ValueError, match="--base"):
         train(ravdess_dir, manifest, tmp_path / "out", arch="hubert", base=None,
               settings=replace(TrainSettings(), epochs=1), cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_an_unavailable_training_device_is_refused_before_any_decoding(tmp_path, capsys):
+    from flows.cli import main
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,speaker\nmissing.wav,angry,1\n")
+    rc = main(["train", "--data", str(tmp_path), "--manifest", str(manifest), "--out", str(tmp_path / "out"),
+               "--device", "cuda:7"])
+    assert rc == 2
+    assert "training device 'cuda:7' is not available here" in capsys.readouterr().err

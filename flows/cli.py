@@ -59,6 +59,12 @@ def _print_table(result) -> None:
     m = result.models
     console.print(f"[bold]{result.file}[/bold]  {result.duration_s:.2f} s  "
                   f"emotion model: {m.emotion}  whisper: {m.whisper or 'none'}")
+    if m.emotion == "compact":
+        from pipeline.compact import card_summary
+
+        summary = card_summary()
+        if summary:
+            console.print(f"[dim]{summary}[/dim]")
     if m.absent_labels:
         console.print(f"absent classes (this model does not have them): {', '.join(m.absent_labels)}")
     for note in result.notes:

@@ -73,7 +73,8 @@ def scheduling_server(config: Config, *, timeout_s: float | None = None) -> Iter
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     url = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + timeout_s
@@ -98,6 +99,17 @@ def scheduling_server(config: Config, *, timeout_s: float | None = None) -> Iter
         _stop(proc)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _die_with_parent() -> None:
+    """In the server's process, before exec: the kernel sends it SIGTERM when we die, even by SIGKILL
+    (Linux ``PR_SET_PDEATHSIG``), so no server outlives the command."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except Exception:  # not glibc: the finally clause and the signal handlers still stop it
+        pass
 
 
 def _exit_on_signal(signum, _frame) -> None:

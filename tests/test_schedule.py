@@ -78,12 +78,19 @@ def test_the_served_deployment_ingests_the_folder_on_its_schedule(tmp_path, tiny
         with urllib.request.urlopen(req, timeout=10) as resp:
             deployments = json.loads(resp.read())
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # the harshest end: no handler runs in the command
+        proc.wait(timeout=30)
         log.close()
+    # ... and its Prefect server still goes with it (the kernel's parent-death signal)
+    gone = False
+    for _ in range(60):
+        try:
+            with urllib.request.urlopen(ui.group(1) + "/api/health", timeout=2):
+                time.sleep(0.5)
+        except OSError:
+            gone = True
+            break
+    assert gone, "the schedule's Prefect server outlived the command"
     assert ok == 2, (tmp_path / "schedule.log").read_text()[-3000:]
     # one deployment, on the cron given, never two runs at once (a run due during another is cancelled)
     assert len(deployments) == 1, deployments

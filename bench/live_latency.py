@@ -101,26 +101,20 @@ def to_48k(path: Path) -> np.ndarray:
 
 def run_one(model_dir: Path, clips: list[np.ndarray], *, threads: int, whisper: str, realtime: bool,
             quantize: str = "auto") -> dict:
-    import functools
-
     import torch
 
-    from pipeline.analyze import Analyzer
+    from pipeline.analyze import get_analyzer
     from pipeline.config import Config
     from pipeline.live import TARGET_RATE, LiveSession, warm_up
 
     config = Config().replace(emotion_model=str(model_dir), whisper_model=whisper, explain="fast",
                               device="cpu", quantize=quantize)
-    analyzer = Analyzer(config)
+    analyzer = get_analyzer(config)  # the process-wide one the session's default analysis uses
     analyzer.model_info()  # load models outside the measurement
     warm_up(analyzer.analyze_signal, torch_threads=threads)  # first-use imports, as the page does
 
     # as the page runs it: emotions first; with Whisper, the words in a second step
-    two_step = analyzer.whisper() is not None
-    session = LiveSession(
-        config, torch_threads=threads,
-        analyze=functools.partial(analyzer.analyze_signal, transcribe=False) if two_step else analyzer.analyze_signal,
-        transcribe=functools.partial(analyzer.add_transcripts, live=True) if two_step else None)
+    session = LiveSession(config, torch_threads=threads)
     silence = np.zeros(int(0.8 * 48000), dtype=np.float32)
     for x in clips:
         signal = np.concatenate([x, silence])

@@ -257,14 +257,9 @@ def explain_chunk(model: EmotionModel, samples: np.ndarray, *, config, tier: str
     if x.size == 0:
         target = target_label or "?"
         return _empty(tier, target, "empty chunk", math.nan, "empty chunk: no attention maps")
-    failed = None
     if (frames is None and attention and attentions is None and attention_result is None
-            and getattr(model, "has_attention", False)):
-        try:  # one forward pass for both
-            frames, attentions = model.frames_and_attentions(x)
-        except Exception as exc:  # never let a picture stop the analysis; no second try below
-            logger.warning("attention maps of %s failed: %s", model.name, exc)
-            failed = (None, None, f"attention maps could not be computed: {exc}")
+            and getattr(model, "has_attention", False)):  # one forward pass for both
+        (frames,), (attention_result,) = frames_and_reduced_attention(model, [x], size)
     if frames is None:
         frames = np.asarray(model.frame_features(x))
     frames = np.asarray(frames, dtype=np.float32)
@@ -273,7 +268,7 @@ def explain_chunk(model: EmotionModel, samples: np.ndarray, *, config, tier: str
         reason = "the model yields no frames for so short a chunk"
         return _empty(tier, target_label or "?", reason, math.nan, f"{reason}: no attention maps")
     if attention:
-        att, roll, note = attention_result or failed or attention_maps(model, x, size, attentions)
+        att, roll, note = attention_result or attention_maps(model, x, size, attentions)
     else:
         note = "attention maps not requested"
 

@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -786,11 +786,10 @@ def _spec_augment(feats, s: TrainSettings, gen):
 def _compact_config(present: list[str], extras: list[str], s: TrainSettings, members: Sequence[str]):
     from pipeline.compact import CompactConfig
 
-    return CompactConfig(norm=s.norm, n_mels=s.n_mels, channels=tuple(s.channels), tdnn_channels=s.tdnn_channels,
-                         embed_dim=s.embed_dim, n_mfcc=s.n_mfcc, stats_pitch=s.stats_pitch,
-                         stats_hidden=s.stats_hidden, pool_std=s.pool_std,
-                         members=tuple(members), dropout=s.dropout, labels=tuple(present),
-                         train_labels=tuple(present) + tuple(extras))
+    # The architecture knobs TrainSettings carries (same names as CompactConfig's fields) pass through.
+    arch = {f.name: getattr(s, f.name) for f in fields(CompactConfig) if hasattr(s, f.name)}
+    return CompactConfig(**{**arch, "channels": tuple(s.channels), "members": tuple(members),
+                            "labels": tuple(present), "train_labels": tuple(present) + tuple(extras)})
 
 
 def _val_uar_compact(net, waves: Sequence[np.ndarray], y: np.ndarray, n_out: int) -> tuple[float, float]:
@@ -814,8 +813,6 @@ def _val_uar_compact(net, waves: Sequence[np.ndarray], y: np.ndarray, n_out: int
 
 
 def _train_compact(waves, data: LabelledSet, present, extras, plans, s: TrainSettings, progress: bool):
-    import torch
-
     from pipeline.compact import CompactEmotionModel, build_net
 
     classes = list(present) + list(extras)
@@ -855,6 +852,27 @@ def _train_compact(waves, data: LabelledSet, present, extras, plans, s: TrainSet
     return CompactEmotionModel(ens, cfg, name="compact", trained=True), members
 
 
+class _BestCheckpoint:
+    """Keeps the state of the best validation UAR so far (the latest one when there is no validation) and
+    says when ``patience`` checkpoints have passed without a better one."""
+
+    def __init__(self, patience: int | None):
+        self.patience = patience
+        self.uar: float | None = None
+        self.index = 0
+        self.state: dict | None = None
+        self._since = 0
+
+    def update(self, index: int, uar: float | None, module) -> bool:
+        """Record checkpoint ``index``; True when training should stop early."""
+        if uar is None or self.uar is None or uar > self.uar:
+            self.uar, self.index, self._since = uar, index, 0
+            self.state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+            return False
+        self._since += 1
+        return self.patience is not None and self._since >= self.patience
+
+
 def _fit_member(net, waves, y_all, bounds, tr, va, n_out, s: TrainSettings, seed: int, *, desc: str,
                 progress: bool):
     import torch
@@ -874,7 +892,7 @@ def _fit_member(net, waves, y_all, bounds, tr, va, n_out, s: TrainSettings, seed
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.epochs * steps_per_epoch,
                                                 pct_start=0.15, anneal_strategy="cos")
     history: list[EpochLog] = []
-    best_uar, best_epoch, best_state, since_best = -1.0, 0, None, 0
+    best = _BestCheckpoint(s.patience)
     va_waves = [waves[i] for i in va]
     va_y = y_all[va] if len(va) else np.zeros(0, dtype=int)
     net.train()
@@ -915,16 +933,10 @@ def _fit_member(net, waves, y_all, bounds, tr, va, n_out, s: TrainSettings, seed
         if progress:
             _progress_write(f"{desc} epoch {epoch}/{s.epochs}: loss {train_loss:.4f}"
                             + ("" if uar is None else f", val UAR {uar:.3f}, WA {wa:.3f}"))
-        if uar is None or uar > best_uar:
-            best_uar = -1.0 if uar is None else uar
-            best_epoch, since_best = epoch, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
-        else:
-            since_best += 1
-            if s.patience is not None and since_best >= s.patience:
-                break
+        if best.update(epoch, uar, net):
+            break
     net.to("cpu").eval()
-    return best_state, MemberResult(0, [], [], best_epoch, None if best_uar < 0 else best_uar,
+    return best.state, MemberResult(0, [], [], best.index, best.uar,
                                     len(history), history)
 
 
@@ -939,7 +951,6 @@ def _fit_stats_member(net, waves, y_all, bounds, tr, va, n_out, s: TrainSettings
     import torch.nn.functional as F
 
     rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
     aug = _Augmenter(waves, bounds, s, rng)
     trunk, head = net.trunks[0], net.heads[0]
     n_cls = len(net.cfg.train_labels)
@@ -990,7 +1001,7 @@ def _fit_stats_member(net, waves, y_all, bounds, tr, va, n_out, s: TrainSettings
                            dtype=torch.float32)
     opt = torch.optim.AdamW(head.parameters(), lr=3e-3, weight_decay=s.weight_decay * 10)
     history: list[EpochLog] = []
-    best_uar, best_epoch, best_state = -1.0, 0, None
+    best = _BestCheckpoint(None)
     chunk = max(1, s.stats_steps // 20)  # 20 checkpoints ("epochs") over the steps
     head.train()
     for step in range(1, s.stats_steps + 1):
@@ -1011,15 +1022,12 @@ def _fit_stats_member(net, waves, y_all, bounds, tr, va, n_out, s: TrainSettings
                                      if np.any(mask & (yv == c))]))
                 wa = float(np.mean(pred[mask] == yv[mask]))
             history.append(EpochLog(len(history) + 1, float(loss.detach()), uar, wa, time.perf_counter() - t0))
-            if uar is None or uar > best_uar:
-                best_uar = -1.0 if uar is None else uar
-                best_epoch = len(history)
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best.update(len(history), uar, net)
     if progress:
         _progress_write(f"{desc}: {len(history)} checkpoints, loss {history[-1].train_loss:.4f}"
-                        + ("" if best_uar < 0 else f", best val UAR {best_uar:.3f}"))
+                        + ("" if best.uar is None else f", best val UAR {best.uar:.3f}"))
     net.eval()
-    return best_state, MemberResult(0, [], [], best_epoch, None if best_uar < 0 else best_uar,
+    return best.state, MemberResult(0, [], [], best.index, best.uar,
                                     len(history), history)
 
 
@@ -1109,7 +1117,7 @@ def _train_hubert(waves, data: LabelledSet, present, val_spk, s: TrainSettings, 
         return out.logits if hasattr(out, "logits") else out[0]
 
     history: list[EpochLog] = []
-    best_uar, best_epoch, best_state, since_best = -1.0, 0, None, 0
+    best = _BestCheckpoint(s.patience)
     bs = max(1, min(s.batch_size, 8))
     for epoch in range(1, s.epochs + 1):
         t_ep = time.perf_counter()
@@ -1143,19 +1151,13 @@ def _train_hubert(waves, data: LabelledSet, present, val_spk, s: TrainSettings, 
         if progress:
             _progress_write(f"hubert epoch {epoch}/{s.epochs}: loss {train_loss:.4f}"
                             + ("" if uar is None else f", val UAR {uar:.3f}"))
-        if uar is None or uar > best_uar:
-            best_uar = -1.0 if uar is None else uar
-            best_epoch, since_best = epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            since_best += 1
-            if s.patience is not None and since_best >= s.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if best.update(epoch, uar, model):
+            break
+    if best.state is not None:
+        model.load_state_dict(best.state)
     model.eval()
     member = MemberResult(0, sorted({data.speakers[i] for i in tr}, key=_speaker_key),
-                          sorted(val_set, key=_speaker_key), best_epoch, None if best_uar < 0 else best_uar,
+                          sorted(val_set, key=_speaker_key), best.index, best.uar,
                           len(history), history)
     return model, [member]
 

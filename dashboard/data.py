@@ -565,6 +565,34 @@ def _chunk_explanation(db: str, v: tuple, chunk_id: int) -> wq.ChunkExplanation:
     return wq.chunk_explanation(chunk_id, db=db)
 
 
+def faithfulness_overview(db: str) -> pd.DataFrame:
+    """Per emotion model and tier, every stored deletion check summarised: how often the explanation's top
+    segment is the most harmful single deletion (against chance), top-k overlap, rank agreement and AOPC
+    of the top segments against random ones (``pipeline.faithfulness.faithfulness_summary``)."""
+    v = version(db)
+    return pd.DataFrame() if v is None else _faithfulness_overview(db, v)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _faithfulness_overview(db: str, v: tuple) -> pd.DataFrame:
+    from pipeline.faithfulness import faithfulness_summary
+
+    rows = _read("""
+        SELECT f.emotion_model, e.tier, e.faithfulness FROM explanations e
+        JOIN chunks c USING (chunk_id) JOIN files f USING (file_id)
+        WHERE e.faithfulness IS NOT NULL AND f.status = 'ok'
+    """, db=db)
+    out = []
+    for (model, tier), group in rows.groupby(["emotion_model", "tier"], sort=True):
+        s = faithfulness_summary([faithfulness_of(x) for x in group["faithfulness"]])
+        out.append({"emotion model": model, "tier": tier, "chunks checked": s.chunks,
+                    "top segment = most harmful": s.top_is_most_harmful_rate, "chance": s.chance_rate,
+                    "top-k overlap": s.topk_overlap_mean, "rank agreement": s.rank_agreement_mean,
+                    "AOPC top": s.aopc_top_mean, "AOPC random": s.aopc_random_mean,
+                    "top beats random": s.top_beats_random_rate})
+    return pd.DataFrame(out)
+
+
 def _opt_float(v: Any) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) or pd.isna(v) else float(v)
 

@@ -38,7 +38,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -156,6 +156,59 @@ def __getattr__(name: str):
 
 
 # --------------------------------------------------------------------------------------------------
+# Attention weights from the analysis' own forward pass
+# --------------------------------------------------------------------------------------------------
+
+#: Name under which the capturing attention is registered with transformers' AttentionInterface.
+CAPTURE_ATTENTION = "emotivoice_capture"
+_CAPTURE = threading.local()
+
+
+def _capture_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Eager attention (softmax(Q K^T * scaling + mask) V, as transformers' ``eager_attention_forward``)
+    that hands each layer's mean-over-heads weights (B, T, T) to the thread's active sink and returns no
+    weights. Cheaper than "eager" + ``output_attentions``: Q is scaled before the product (T x d, not
+    T x T), and no per-head maps are kept or returned."""
+    import torch
+
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query * scaling, key.transpose(-1, -2))
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask
+    try:  # in place: a (B, heads, T, T) buffer fewer to allocate and fault in, per layer
+        weights = torch.ops.aten._softmax.out(scores, -1, False, out=scores)
+    except Exception:  # pragma: no cover - an aten without the out= variant
+        weights = torch.softmax(scores, dim=-1)
+    if dropout and module.training:
+        weights = torch.nn.functional.dropout(weights, p=dropout, training=True)
+    out = torch.matmul(weights, value).transpose(1, 2)
+    sink = getattr(_CAPTURE, "sink", None)
+    if sink is not None:
+        sink(weights.float().mean(dim=1))
+    return out, None
+
+
+@functools.lru_cache(maxsize=1)
+def _capture_registered() -> bool:
+    """Register :data:`CAPTURE_ATTENTION` (attention and its mask: eager-style additive masks) once;
+    False on a transformers without AttentionInterface (the hooks fallback is used then)."""
+    try:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+
+        AttentionInterface.register(CAPTURE_ATTENTION, _capture_attention_forward)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(CAPTURE_ATTENTION, eager_mask)
+        return True
+    except Exception as exc:  # pragma: no cover - depends on the transformers version
+        log.info("transformers has no AttentionInterface (%s): attention maps use eager + hooks", exc)
+        return False
+
+
+# --------------------------------------------------------------------------------------------------
 # EmotionModel over a transformers checkpoint
 # --------------------------------------------------------------------------------------------------
 
@@ -187,6 +240,7 @@ class HFEmotionModel(EmotionModel):
         self.quantized = quantized
         self.batch_size = max(1, int(batch_size))
         self._lock = threading.RLock()
+        self._capture_ok: bool | None = None  # whether CAPTURE_ATTENTION reaches this model's layers
         self._dtype = next(model.parameters()).dtype  # fp32, or bf16 for a model cast with .to(torch.bfloat16)
         cfg = model.config
         self._base = getattr(model, model.base_model_prefix)
@@ -298,11 +352,35 @@ class HFEmotionModel(EmotionModel):
         return hidden.float(), valid, maps
 
     def _head(self, pooled: "torch.Tensor") -> "torch.Tensor":
-        logits = self.model.classifier(pooled.to(self._dtype))
+        return self._proba(self.model.classifier(pooled.to(self._dtype)))
+
+    def _proba(self, logits: "torch.Tensor") -> "torch.Tensor":
         proba = self._torch.softmax(logits.float(), dim=-1)
         if self._merge is not None:
             proba = proba @ self._merge.to(proba.device)
         return proba
+
+    def head_affine(self):
+        """The head's first Linear layer as (W, b, rest) (see ``EmotionModel.head_affine``): ``classifier.dense``
+        for the seed head (rest: tanh, ``out_proj``, softmax), ``classifier`` for a sequence head (rest:
+        softmax). None for a head in another dtype or a non-Linear layer (the shortcut must be exact)."""
+        torch = self._torch
+        clf = self.model.classifier
+        first = getattr(clf, "dense", None) if self.architecture == "seed" else clf
+        if type(first) is not torch.nn.Linear or first.weight.dtype != torch.float32:
+            return None
+        weight = first.weight.detach().cpu().double().numpy()
+        bias = (first.bias.detach().cpu().double().numpy() if first.bias is not None
+                else np.zeros(weight.shape[0]))
+        seed = self.architecture == "seed"
+
+        def rest(pre: np.ndarray) -> np.ndarray:
+            arr = torch.from_numpy(np.ascontiguousarray(pre, dtype=np.float32)).to(self.device)
+            with self._lock, torch.inference_mode():
+                logits = clf.out_proj(clf.dropout(torch.tanh(arr))) if seed else arr
+                return self._proba(logits).cpu().numpy()
+
+        return weight, bias, rest
 
     def _batches(self, signals: list[np.ndarray]) -> list[list[int]]:
         """Index groups for forward passes: similar lengths together; equal lengths only without a mask."""
@@ -347,18 +425,45 @@ class HFEmotionModel(EmotionModel):
         with self._lock, torch.inference_mode():
             return self._head(torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)).cpu().numpy()
 
-    def frames_and_attentions(self, signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``frame_features`` and (layers, T, T) mean-over-heads attention (rows sum to 1), one forward pass.
+    def frames_with_attention(self, signal: np.ndarray, sink: Callable[[Any], None]) -> np.ndarray:
+        """``frame_features``, and from the same forward pass each encoder layer's (T, T) mean-over-heads
+        attention (a float32 CPU torch tensor, rows sum to 1, valid while the call lasts) handed to
+        ``sink`` in layer order. Returns the frames.
 
-        The model runs with the fast "sdpa" kernel, which returns no weights; for this call it switches to
-        the "eager" implementation (same weights, no second copy in memory) and back, under the model lock.
-        Measured on full-size HuBERT (int8), 10 s, 2 CPU threads: about +7 % over an sdpa forward
-        (``python -m bench.explain_cost``).
+        The model runs its fast "sdpa" kernel, which returns no weights, everywhere else; for this call it
+        switches to :data:`CAPTURE_ATTENTION` (eager arithmetic, each layer's maps reduced to their mean
+        over heads as they are made; same weights, no copy) and back, under the model lock. Models whose
+        attention does not go through transformers' AttentionInterface fall back to "eager" with hooks.
+        Measured on full-size HuBERT (int8), 10 s, 2 CPU threads: see ``python -m bench.explain_cost``.
         """
         torch = self._torch
         x = self._prepare(signal)
+        modules = self._attention_modules()
+        expected = len(modules) if modules else None
         with self._lock, torch.inference_mode():
+            fed = [0]
+
+            def take(maps: "torch.Tensor") -> None:
+                fed[0] += 1
+                sink(maps[0])
+
             previous = self.model.config._attn_implementation
+            if self._capture_ok is not False and _capture_registered() \
+                    and self.model._can_set_attn_implementation():
+                self.model.set_attn_implementation(CAPTURE_ATTENTION)
+                _CAPTURE.sink = take
+                try:
+                    frames, valid, _ = self._encode([x])
+                finally:
+                    _CAPTURE.sink = None
+                    self.model.set_attn_implementation(previous)
+                if fed[0] and (expected is None or fed[0] == expected):
+                    self._capture_ok = True
+                    return frames[0, : valid[0]].cpu().numpy().astype(np.float32)
+                if fed[0]:
+                    raise RuntimeError(f"emotion model {self.name}: attention of {fed[0]} of {expected} "
+                                       "layers captured")
+                self._capture_ok = False  # its attention bypasses AttentionInterface: eager + hooks from now on
             switched = previous != "eager"
             if switched:
                 self.model.set_attn_implementation("eager")
@@ -367,8 +472,16 @@ class HFEmotionModel(EmotionModel):
             finally:
                 if switched:
                     self.model.set_attn_implementation(previous)
-            return (frames[0, : valid[0]].cpu().numpy().astype(np.float32),
-                    maps[0].cpu().numpy())
+            for layer in maps[0]:
+                sink(layer)
+            return frames[0, : valid[0]].cpu().numpy().astype(np.float32)
+
+    def frames_and_attentions(self, signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``frame_features`` and (layers, T, T) mean-over-heads attention (rows sum to 1), one forward pass
+        (``frames_with_attention`` keeping every layer's map)."""
+        layers: list[np.ndarray] = []
+        frames = self.frames_with_attention(signal, lambda a: layers.append(a.numpy().copy()))
+        return frames, np.stack(layers)
 
     def attentions(self, signal: np.ndarray) -> np.ndarray:
         """(layers, T, T) self-attention of each encoder layer, mean over heads (rows sum to 1)."""

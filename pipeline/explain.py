@@ -19,6 +19,8 @@ frames). Tiers: see :mod:`pipeline.explain_fast` and :mod:`pipeline.explain_full
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -31,6 +33,34 @@ from pipeline.types import EmotionModel, Explanation, SegmentWeight
 logger = logging.getLogger(__name__)
 
 TIERS = ("fast", "full")
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        return ThreadpoolController()
+    except Exception as exc:  # pragma: no cover - threadpoolctl is a dependency
+        logger.info("threadpoolctl unavailable (%s): numpy's BLAS keeps its threads", exc)
+        return None
+
+
+def one_blas_thread(fn):
+    """Run ``fn`` with numpy's BLAS on one thread (threadpoolctl).
+
+    The explanations interleave small numpy products with torch ops. With both libraries' thread pools
+    on the same cores, each waits for the other's spinning threads: the fast tier of a 10 s chunk took
+    26-43 ms with OpenBLAS' default threads and 10 ms with one (2 cores, ``python -m bench.explain_cost``).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctl = _blas_controller()
+        with ctl.limit(limits=1, user_api="blas") if ctl is not None else contextlib.nullcontext():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 # --------------------------------------------------------------------------------------------------
@@ -120,32 +150,74 @@ def attention_rollout(maps: np.ndarray) -> np.ndarray:
     return rollout
 
 
-def downsampled_rollout(maps: np.ndarray, size: int) -> np.ndarray:
-    """``downsample_attention(attention_rollout(maps), size)``, computed without the full (T, T) product.
+class AttentionReducer:
+    """Reduces (T, T) layer maps as a forward pass makes them (call it with each layer's map, in layer
+    order; numpy arrays or torch tensors): the per-layer maps downsampled as ``downsample_attention``
+    does, and the downsampled attention rollout, without keeping any (T, T) map.
 
-    The downsampled rollout is P_r A_L ... A_1 P_c (P_r averages row blocks, P_c sums column blocks), so
-    multiplying from the left with the (n, T) block-averaging matrix costs n T^2 per layer instead of T^3.
+    The downsampled rollout is P_r A_L ... A_1 P_c (P_r averages row blocks, P_c sums column blocks,
+    A = 0.5 A + 0.5 I with rows renormalised), carried as X_l = A_l X_(l-1), X_0 = P_c: one (T, T) x
+    (T, 2n) product per layer gives both the layer's column sums and the next X, instead of T^3 work,
+    exactly ``downsample_attention(attention_rollout(maps), size)``. The arithmetic is torch's (float32),
+    on torch's threads: it runs inside the model's forward pass.
     """
-    maps = np.asarray(maps, dtype=np.float32)
-    t = maps.shape[-1]
-    n = max(1, min(int(size), t))
-    edges = _block_edges(t, n)
-    starts, widths = edges[:-1], np.diff(edges)
-    left = np.zeros((len(starts), t), dtype=np.float32)
-    for i, (a, w) in enumerate(zip(starts, widths)):
-        left[i, a:a + w] = 1.0 / w
-    for a in maps[::-1]:  # R = A_L ... A_1 with A = 0.5 A + 0.5 I, rows renormalised
-        a = 0.5 * a
-        a[np.arange(t), np.arange(t)] += 0.5
-        a /= a.sum(axis=-1, keepdims=True)
-        left = left @ a
-    return np.add.reduceat(left, starts, axis=-1)
+
+    def __init__(self, size: int):
+        self.size = int(size)
+        self.layers: list = []
+        self._carry = self._cols = self._rows = None
+        self.frames = 0
+
+    def __call__(self, layer) -> None:
+        import torch
+
+        a = torch.as_tensor(layer, dtype=torch.float32)
+        t = a.shape[-1]
+        if self._carry is None:
+            edges = _block_edges(t, max(1, min(self.size, t)))
+            n = len(edges) - 1
+            block = torch.zeros(t, n)
+            for j, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+                block[lo:hi, j] = 1.0
+            self._cols = block  # P_c: sums column blocks
+            self._rows = (block / block.sum(dim=0)).T.contiguous()  # P_r: averages row blocks
+            self._carry = block.clone()
+            self.frames = t
+        n = self._cols.shape[1]
+        both = a @ torch.cat([self._cols, self._carry], dim=1)
+        self.layers.append(self._rows @ both[:, :n])
+        norm = 0.5 * a.sum(dim=-1, keepdim=True) + 0.5
+        self._carry = (0.5 * both[:, n:] + 0.5 * self._carry) / norm
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(layers, n, n) downsampled maps and the (n, n) downsampled rollout (float32 numpy)."""
+        import torch
+
+        if self._carry is None:
+            raise ValueError("no attention layers were given")
+        rollout = self._rows @ self._carry
+        return torch.stack(self.layers).numpy().astype(np.float32), rollout.numpy().astype(np.float32)
+
+    def note(self) -> str:
+        return (f"mean over heads of each of {len(self.layers)} layers and attention rollout, "
+                f"{self.frames} frames downsampled to {self._cols.shape[1]} steps per side")
 
 
+def downsampled_rollout(maps: np.ndarray, size: int) -> np.ndarray:
+    """``downsample_attention(attention_rollout(maps), size)``, computed without the full (T, T) product
+    (see :class:`AttentionReducer`)."""
+    reducer = AttentionReducer(size)
+    for a in np.asarray(maps, dtype=np.float32):
+        reducer(a)
+    return reducer.result()[1]
+
+
+@one_blas_thread
 def frames_and_reduced_attention(model: EmotionModel, signals: Sequence[np.ndarray], size: int
                                  ) -> tuple[list[np.ndarray], list[tuple | None]]:
-    """Per chunk: the frames and ``attention_maps`` of one forward pass, each chunk's full (layers, T, T)
-    maps reduced before the next chunk runs. A chunk whose maps fail keeps its frames and a note saying why."""
+    """Per chunk: the frames and ``attention_maps`` of one forward pass, each layer's (T, T) map reduced
+    as the pass makes it (:class:`AttentionReducer`). A chunk whose maps fail keeps its frames and a
+    note saying why; a model without attention gets None (``attention_maps`` says so)."""
     frames: list[np.ndarray] = []
     reduced: list[tuple | None] = []
     for s in signals:
@@ -154,9 +226,15 @@ def frames_and_reduced_attention(model: EmotionModel, signals: Sequence[np.ndarr
             frames.append(np.zeros((0, 1), np.float32))
             reduced.append(None)
             continue
+        if not getattr(model, "has_attention", False):
+            frames.append(np.asarray(model.frame_features(x), dtype=np.float32))
+            reduced.append(None)
+            continue
+        reducer = AttentionReducer(size)
         try:
-            fr, maps = model.frames_and_attentions(x)
-            red = attention_maps(model, x, size, maps) if maps is not None else None
+            fr = model.frames_with_attention(x, reducer)
+            red = ((*reducer.result(), reducer.note()) if reducer.layers
+                   else (None, None, f"emotion model {model.name} returned no attention maps"))
         except Exception as exc:  # never let a picture stop the analysis
             logger.warning("attention maps of %s failed: %s", model.name, exc)
             fr, red = model.frame_features(x), (None, None, f"attention maps could not be computed: {exc}")
@@ -185,12 +263,11 @@ def attention_maps(model: EmotionModel, samples: np.ndarray, size: int, maps: np
         return None, None, f"attention maps could not be computed: {exc}"
     if maps is None:
         return None, None, f"emotion model {model.name} returned no attention maps"
-    maps = np.asarray(maps, dtype=np.float32)
-    layers = downsample_attention(maps, size).astype(np.float32)
-    rollout = downsampled_rollout(maps, size).astype(np.float32)
-    note = (f"mean over heads of each of {maps.shape[0]} layers and attention rollout, "
-            f"{maps.shape[-1]} frames downsampled to {layers.shape[-1]} steps per side")
-    return layers, rollout, note
+    reducer = AttentionReducer(size)
+    for a in np.asarray(maps, dtype=np.float32):
+        reducer(a)
+    layers, rollout = reducer.result()
+    return layers, rollout, reducer.note()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,6 +282,7 @@ def _empty(tier: str, target: str, reason: str, proba_t: float, note: str | None
     )
 
 
+@one_blas_thread
 def explain_chunk(model: EmotionModel, samples: np.ndarray, *, config, tier: str = "fast",
                   target_label: str | None = None, seed: int = 0, frames: np.ndarray | None = None,
                   faithfulness: bool | None = None, attention: bool = True,
@@ -379,6 +457,7 @@ class FeatureExplanations:
         return self.methods[chunk] if chunk < len(self.methods) else self.method
 
 
+@one_blas_thread
 def explain_features(model: EmotionModel, signals: Sequence[np.ndarray], *, config,
                      target_labels: Sequence[str | None] | None = None,
                      frames: Sequence[np.ndarray] | None = None, tracks: Sequence | None = None,

@@ -93,6 +93,35 @@ def segment_sums(frames: np.ndarray, frame_segment: np.ndarray, n: int) -> tuple
     return sums, counts
 
 
+class _PooledHead:
+    """``model.head_proba`` over many pooled vectors, mixing (n, H) projections when the head starts affine.
+
+    With ``model.head_affine()`` = (W, b, rest): ``head(sum_S / count_S) = rest((sum_S @ W.T) / count_S + b)``,
+    so each segment's frame sum is projected once (``project``) and a coalition costs (n x H) mixing
+    instead of a (D x H) product per coalition. Exact (W is linear); the head must be fp32 (it is: int8
+    quantisation touches only the encoder)."""
+
+    def __init__(self, model):
+        self.model = model
+        affine = getattr(model, "head_affine", None)
+        parts = affine() if callable(affine) else None
+        self.weight, self.bias, self.rest = parts if parts is not None else (None, None, None)
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        """(..., D) sums or means of frames -> what ``__call__`` mixes ((..., H), or unchanged)."""
+        vectors = np.asarray(vectors, dtype=np.float64)
+        return vectors if self.weight is None else vectors @ self.weight.T
+
+    def __call__(self, pooled: np.ndarray) -> np.ndarray:
+        """(m, ·) means of projected vectors -> (m, L) probabilities (float64)."""
+        out = []
+        for i in range(0, len(pooled), 8192):
+            part = pooled[i:i + 8192]
+            out.append(np.asarray(self.model.head_proba(part.astype(np.float32)) if self.weight is None
+                                  else self.rest(part + self.bias), dtype=np.float64))
+        return np.concatenate(out) if out else np.zeros((0, len(self.model.labels)))
+
+
 def pooled_head_game(model, frames: np.ndarray, frame_segment: np.ndarray, n: int,
                      empty_pooled: np.ndarray) -> SegmentGame:
     """The fast-tier game f(S) = head(mean of frames in segments S); f(∅) = head(``empty_pooled``).
@@ -104,18 +133,16 @@ def pooled_head_game(model, frames: np.ndarray, frame_segment: np.ndarray, n: in
         n: number of segments.
         empty_pooled: (D,) pooled vector used for the empty coalition.
     """
+    head = _PooledHead(model)
     seg_sum, seg_count = segment_sums(frames, frame_segment, n)
-    empty = np.asarray(empty_pooled, dtype=np.float64)
+    seg_sum = head.project(seg_sum)
+    empty = head.project(empty_pooled)
 
     def fn(masks: np.ndarray) -> np.ndarray:
         counts = masks @ seg_count
         sums = masks @ seg_sum
         pooled = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1e-12)[:, None], empty[None, :])
-        out = []
-        step = 8192
-        for i in range(0, len(pooled), step):
-            out.append(np.asarray(model.head_proba(pooled[i:i + step].astype(np.float32)), dtype=np.float64))
-        return np.concatenate(out) if out else np.zeros((0, len(model.labels)))
+        return head(pooled)
 
     return SegmentGame(n=n, fn=fn)
 
@@ -128,17 +155,15 @@ def silenced_frames_game(model, frames: np.ndarray, frame_segment: np.ndarray, n
     It ignores what silencing changes in the *context* of the other frames; the full tier uses it as a
     control variate (its exact Shapley values plus KernelSHAP of the real game minus it).
     """
+    head = _PooledHead(model)
     seg_sum, seg_count = segment_sums(frames, frame_segment, n)
-    sil = np.asarray(silence_frame, dtype=np.float64)
-    sil_sum = seg_count[:, None] * sil[None, :]  # (n, D): silence in place of each segment
+    seg_sum = head.project(seg_sum)
+    sil = head.project(silence_frame)
+    sil_sum = seg_count[:, None] * sil[None, :]  # (n, ·): silence in place of each segment
     total = max(float(seg_count.sum()), 1.0)
 
     def fn(masks: np.ndarray) -> np.ndarray:
-        pooled = (masks @ seg_sum + (1.0 - masks) @ sil_sum) / total
-        out = []
-        for i in range(0, len(pooled), 8192):
-            out.append(np.asarray(model.head_proba(pooled[i:i + 8192].astype(np.float32)), dtype=np.float64))
-        return np.concatenate(out) if out else np.zeros((0, len(model.labels)))
+        return head((masks @ seg_sum + (1.0 - masks) @ sil_sum) / total)
 
     return SegmentGame(n=n, fn=fn)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -215,3 +215,21 @@ class EmotionModel:
         both from one forward pass."""
         frames = self.frame_features(signal)
         return frames, (self.attentions(signal) if self.has_attention and len(frames) else None)
+
+    def frames_with_attention(self, signal: np.ndarray, sink: Callable[[Any], None]) -> np.ndarray:
+        """``frame_features``, each layer's (T, T) mean-over-heads attention (an array: numpy here, a CPU
+        torch tensor from transformer models) handed to ``sink`` in layer order (nothing for a model
+        without attention); transformer models stream the layers out of their one forward pass instead
+        of keeping them all."""
+        frames, maps = self.frames_and_attentions(signal)
+        for layer in () if maps is None else maps:
+            sink(layer)
+        return frames
+
+    def head_affine(self) -> tuple[np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray]] | None:
+        """The head's first layer when it is affine, for exact shortcuts over many pooled vectors:
+        (W (H, D), b (H,), rest) with ``head_proba(p) == rest(p @ W.T + b)``; None when not available.
+
+        Since W is linear, ``mean(frames) @ W.T == mean(frames @ W.T)``: the fast explanation tier projects
+        each segment's frame sum once and mixes the (n, H) projections instead of (n, D) frames."""
+        return None

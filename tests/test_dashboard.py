@@ -331,6 +331,26 @@ def test_explain_page_shows_shap_lime_attention_features_and_faithfulness(monkey
     assert shap["value"].round(9).tolist() == seg["value"].round(9).tolist()
 
 
+def test_explain_page_summarises_every_faithfulness_check_in_the_warehouse_per_model(monkeypatch, filled_warehouse):
+    import warehouse
+    from pipeline.faithfulness import faithfulness_summary
+
+    db = filled_warehouse.db
+    at = open_page(make_app(monkeypatch, db), "explain", file=file_id(db, CONVERSATION_NAME))
+    table = next(d.value for d in at.dataframe if "chunks checked" in d.value.columns)
+    stored = warehouse.read_df("""
+        SELECT f.emotion_model, e.tier, map_keys(e.faithfulness) AS k, map_values(e.faithfulness) AS v
+        FROM explanations e JOIN chunks c USING (chunk_id) JOIN files f USING (file_id)
+        WHERE e.faithfulness IS NOT NULL AND f.status = 'ok'""", db=db)
+    assert len(stored) > 0 and set(table["emotion model"]) == set(stored["emotion_model"])
+    for row in table.itertuples(index=False):
+        mine = stored[(stored["emotion_model"] == row[0]) & (stored["tier"] == row[1])]
+        want = faithfulness_summary([dict(zip(k, v)) for k, v in zip(mine["k"], mine["v"])])
+        assert row[2] == want.chunks == len(mine)
+        assert row[3] == pytest.approx(want.top_is_most_harmful_rate)
+        assert row[4] == pytest.approx(want.chance_rate)
+
+
 def test_explain_page_says_when_a_model_has_no_attention(monkeypatch, tmp_path):
     import warehouse
     from warehouse.synth import fake_file_result

@@ -234,6 +234,75 @@ def test_frames_and_attention_come_from_one_forward_pass_matching_the_separate_c
     np.testing.assert_allclose(maps, model.attentions(clips[0]), atol=1e-6)
 
 
+def _reference_attention(model_dir, signal):
+    """Mean-over-heads maps from transformers' own eager attention with ``output_attentions`` (no
+    EmotiVoice code in the path but input normalisation)."""
+    import torch
+
+    model = load_emotion_model(str(model_dir), CPU.replace(quantize="none"))
+    raw = type(model.model).from_pretrained(str(model_dir), attn_implementation="eager").eval()
+    x = torch.from_numpy(model._prepare(signal))[None]
+    with torch.no_grad():
+        out = raw.hubert(x, output_attentions=True)
+    return np.stack([a[0].mean(dim=0).numpy() for a in out.attentions])
+
+
+@pytest.mark.parametrize("form", ["tiny_hubert_dir", "tiny_extra_label_dir"])
+def test_captured_attention_equals_transformers_eager_attention(request, form, clips):
+    model = _load(request, form, CPU.replace(quantize="none"))
+    frames, maps = model.frames_and_attentions(clips[0])
+    assert model._capture_ok is True  # the capturing kernel ran, not the eager + hooks fallback
+    np.testing.assert_allclose(maps, _reference_attention(request.getfixturevalue(form), clips[0]), atol=1e-5)
+    np.testing.assert_allclose(frames, model.frame_features(clips[0]), atol=1e-5)
+
+
+def test_attention_falls_back_to_eager_hooks_without_attention_interface(tiny_hubert_dir, clips, monkeypatch):
+    from pipeline import emotion
+
+    model = load_emotion_model(str(tiny_hubert_dir), CPU.replace(quantize="none"))
+    expected = _reference_attention(tiny_hubert_dir, clips[0])
+    monkeypatch.setattr(emotion, "_capture_registered", lambda: False)
+    frames, maps = model.frames_and_attentions(clips[0])
+    np.testing.assert_allclose(maps, expected, atol=1e-5)
+    assert model.model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("form", ["tiny_hubert_dir", "tiny_superb_dir", "tiny_extra_label_dir"])
+def test_head_affine_reproduces_head_proba(request, form):
+    model = _load(request, form)
+    weight, bias, rest = model.head_affine()
+    pooled = np.random.default_rng(0).normal(size=(7, weight.shape[1])).astype(np.float32)
+    np.testing.assert_allclose(rest(pooled.astype(np.float64) @ weight.T + bias), model.head_proba(pooled),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_fast_tier_head_shortcut_gives_the_values_of_the_head_on_every_coalition(request, form, clips, monkeypatch):
+    from pipeline.explain import explain_chunk
+
+    import torch
+
+    model = _load(request, form)
+    cfg = Config(faithfulness_sample=0.0)
+    clf = model.model.classifier
+    first = clf.dense if hasattr(clf, "dense") else clf
+    saved = first.bias.detach().clone()
+    try:
+        with torch.no_grad():  # a bias other than the init's zeros, so that the shortcut must carry it
+            first.bias.copy_(torch.linspace(-1.0, 1.0, saved.numel()))
+        shortcut = explain_chunk(model, clips[0], config=cfg, attention=False)
+        monkeypatch.setattr(model, "head_affine", lambda: None)
+        direct = explain_chunk(model, clips[0], config=cfg, attention=False)
+    finally:
+        with torch.no_grad():
+            first.bias.copy_(saved)
+    for attr in ("shap_segments", "lime_segments"):
+        got = np.array([s.value for s in getattr(shortcut, attr)])
+        want = np.array([s.value for s in getattr(direct, attr)])
+        assert np.abs(want).max() > 1e-5  # not a trivially flat explanation
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+
+
 def test_analysis_with_explanations_runs_the_encoder_once_per_chunk(tiny_hubert_dir, clips):
     from pipeline.analyze import Analyzer
     from pipeline.config import Config
@@ -266,6 +335,7 @@ def test_a_failing_attention_pass_costs_the_maps_only_not_the_analysis(tiny_hube
         tries.append(1)
         raise MemoryError("eager attention ran out of memory")
 
+    monkeypatch.setattr(model, "frames_with_attention", lambda signal, sink: broken(signal))
     monkeypatch.setattr(model, "frames_and_attentions", broken)
     monkeypatch.setattr(model, "attentions", broken)
     result = analyzer.analyze_signal(clips[0], name="clip")

@@ -343,6 +343,20 @@ def test_the_downsampled_rollout_equals_downsampling_the_full_rollout(t, size):
     np.testing.assert_allclose(downsampled_rollout(maps, size), expected, atol=2e-5)
 
 
+def test_the_streaming_reducer_gives_the_downsampled_layers_and_rollout_of_the_full_maps():
+    from pipeline.explain import AttentionReducer
+
+    logits = np.random.default_rng(3).normal(size=(3, 101, 101)) * 3
+    maps = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
+    reducer = AttentionReducer(16)
+    for a in maps:
+        reducer(a)
+    layers, rollout = reducer.result()
+    np.testing.assert_allclose(layers, downsample_attention(maps, 16), atol=1e-6)
+    np.testing.assert_allclose(rollout, downsample_attention(attention_rollout(maps), 16), atol=2e-5)
+    assert "3 layers" in reducer.note() and "101 frames downsampled to 16" in reducer.note()
+
+
 # ------------------------------------------------------------------------------------------ robustness
 
 @pytest.mark.parametrize("x", [np.zeros(0, np.float32), np.zeros(SR * 2, np.float32), noise(0.03), noise(0.01)],

@@ -132,10 +132,29 @@ def render() -> None:
         else:
             st.info("No faithfulness check was stored for this chunk (the fast tier checks a sample of chunks; "
                     "the full tier checks every chunk it explains).")
+        _faithfulness_overview(db)
     with tabs[5]:
         st.markdown(f"- **SHAP (segments):** {exp.shap_method}\n- **LIME:** {exp.lime_method}\n"
                     f"- **SHAP (acoustic features):** {exp.shap_features_method or 'not computed'}\n"
                     f"- **Attention:** {exp.attention_note or '—'}")
+
+
+def _faithfulness_overview(db: str) -> None:
+    """Every stored deletion check in the warehouse, per model and tier: does the top segment hurt most?"""
+    st.markdown("**Across the warehouse**")
+    with common.guard():
+        overview = data.faithfulness_overview(db)
+    if overview.empty:
+        st.caption("No chunk in the warehouse has a faithfulness check yet.")
+        return
+    st.dataframe(overview, hide_index=True, width="stretch", key="explain_faith_overview",
+                 column_config={c: st.column_config.NumberColumn(format="%.2f") for c in overview.columns
+                                if c not in ("emotion model", "tier", "chunks checked")})
+    st.caption("How often an explanation's top segment is the one whose silencing (a real re-run of the model) "
+               "lowers the explained probability most, against the chance rate 1/segments, over every checked "
+               "chunk. The fast tier checks a `faithfulness_sample` share of chunks (each check costs about 14 "
+               "forward passes; raise it in the configuration for a denser audit); the full tier checks every "
+               "chunk it explains.")
 
 
 def _attention(stored, exp) -> None:

@@ -57,6 +57,7 @@ MEDIA_CONSTRAINTS: dict[str, Any] = {
 _SESSION = "live_session"
 _LAST = "live_last_saved"
 _FALLBACK_DONE = "live_fallback_done"
+_SEEN_PLAYING = "live_seen_playing"  # id of the session a run last saw playing
 
 EMOTION_COLOURS = {
     "anger": "#d62728", "fear": "#9467bd", "happiness": "#ffbf00",
@@ -254,7 +255,7 @@ def _draw_results(st, session: LiveSession | None, results: list[LiveResult], *,
                     f"{session.config.live_max_utterance_s:g} s of continuous speech.")
     chart = _chart(results, trained, session.duration_s if session is not None else None)
     if chart is not None:
-        st.altair_chart(chart, use_container_width=True, key=f"{key}_chart")
+        st.altair_chart(chart, width="stretch", key=f"{key}_chart")
     lines = transcript_lines(results)
     if lines:
         st.subheader("Transcript")
@@ -370,7 +371,12 @@ def render(config: Config | None = None) -> None:
     playing = bool(ctx.state.playing)
     if playing:
         session.start()
-    elif session.stats().frames > 0:  # Stop was pressed: save (once) and get ready for the next Start
+        st.session_state[_SEEN_PLAYING] = session.id
+    elif (session.stats().frames > 0 and not ctx.state.signalling
+          and st.session_state.get(_SEEN_PLAYING) == session.id):
+        # Stop was pressed: save (once) and get ready for the next Start. Only a session a run saw playing
+        # counts: during Start's handshake frames can arrive before the component reports "playing", and
+        # a stream that ends before any run saw it is saved by its on-ended hook.
         _finish(st, session, config)
         st.session_state[_SESSION] = _new_session(config)
 

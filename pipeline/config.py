@@ -63,7 +63,8 @@ class Config:
     quantize: str = "auto"
     """HuBERT on CPU: 'auto' (the bench's choice), 'none', 'int8'."""
     batch_size: int = 8
-    """Chunks per emotion-model forward pass."""
+    """Chunks per emotion-model forward pass at most; on CPU also at most 8 s of audio per pass (batching
+    longer chunks is slower there: ``pipeline.emotion.CPU_BATCH_SAMPLES``)."""
 
     # --- chunking
     silence_threshold_db: float = -40.0
@@ -82,7 +83,7 @@ class Config:
     """'none', 'fast' (pooled-head Shapley/LIME, near free) or 'full' (input masking with re-forwards)."""
     explain_budget: int = 32
     """Full tier: model evaluations per chunk shared by KernelSHAP and LIME (real forward passes of the
-    masked chunk). 32 keeps a 10 s chunk with full-size HuBERT (int8) at ~17 s on 2 CPU cores
+    masked chunk). 32 keeps a 10 s chunk with full-size HuBERT (int8) at 15-18 s on 2 CPU cores
     (``python -m bench.explain_cost``); raise it for closer Shapley estimates of many segments."""
     explain_min_segments: int = 5
     explain_max_segments: int = 20

@@ -534,6 +534,36 @@ def test_live_page_is_mounted(monkeypatch, empty_warehouse, tmp_path):
     assert any("Live" in h.value for h in at.header)
 
 
+def test_live_page_saves_a_session_only_when_a_stream_it_saw_playing_stops(monkeypatch, tmp_path, tiny_hubert_dir,
+                                                                           three_utterances_wav):
+    """Frames may reach the server during Start's handshake, before the component says "playing": a run
+    then must not take the session for stopped and save a fragment of it (it did once in the browser test:
+    a 1.2 s session saved, the rest of the stream lost)."""
+    import types
+
+    import soundfile as sf
+    import streamlit_webrtc
+
+    state = types.SimpleNamespace(playing=False, signalling=True)
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", lambda **kw: types.SimpleNamespace(state=state))
+    at = open_page(make_app(monkeypatch, tmp_path / "live.duckdb", emotion_model=tiny_hubert_dir,
+                            whisper_model="none", explain="fast", data_dir=tmp_path / "data"), "live")
+    session = at.session_state["live_session"]
+    audio, rate = sf.read(three_utterances_wav.path, dtype="float32")
+    session.push(audio[:rate], rate)  # during the handshake
+    at.run()
+    assert at.session_state["live_session"] is session and session.saved is None and not session.stopped
+    state.signalling, state.playing = False, True
+    at.run()
+    session.push(audio[rate:], rate)
+    state.playing = False  # Stop
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert session.saved is not None and session.saved.result.duration_s == pytest.approx(len(audio) / rate, abs=0.05)
+    assert any(f"Saved session {session.id}" in m.value for m in at.success)
+    assert at.session_state["live_session"] is not session  # ready for the next Start
+
+
 # ----------------------------------------------------------------------------- exports
 def test_file_exports_carry_every_chunk_and_mark_absent_classes(filled_warehouse):
     from dashboard import report

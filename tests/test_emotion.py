@@ -136,8 +136,21 @@ def test_masked_model_batches_different_lengths_together(tiny_extra_label_dir, t
     unmasked = load_emotion_model(str(tiny_superb_dir), Config(device="cpu", quantize="none", batch_size=8))
     assert masked.pads_with_mask and not unmasked.pads_with_mask
     prepared = [masked._prepare(c) for c in clips]
-    assert len(masked._batches(prepared)) == 1
+    batches = masked._batches(prepared)
+    assert any(len({prepared[i].size for i in b}) > 1 for b in batches)  # padded together
+    assert sorted(i for b in batches for i in b) == list(range(len(clips)))
     assert len(unmasked._batches(prepared)) == len(clips)  # all lengths differ: no padding, no mixing
+
+
+@pytest.mark.parametrize("seconds, per_pass", [(1.0, [8, 2]), (3.0, [2, 2, 2, 2, 2]), (10.0, [1] * 3)])
+def test_on_cpu_a_forward_pass_takes_at_most_eight_seconds_of_audio(tiny_hubert_dir, seconds, per_pass):
+    from pipeline.emotion import CPU_BATCH_SAMPLES
+
+    model = load_emotion_model(str(tiny_hubert_dir), Config(device="cpu", quantize="none", batch_size=8))
+    signals = [np.zeros(int(seconds * 16000), np.float32)] * sum(per_pass)
+    batches = model._batches(signals)
+    assert [len(b) for b in batches] == per_pass
+    assert all(len(b) * int(seconds * 16000) <= max(CPU_BATCH_SAMPLES, int(seconds * 16000)) for b in batches)
 
 
 def test_batch_size_bounds_each_forward_pass(tiny_hubert_dir, clips):

@@ -183,9 +183,9 @@ class Analyzer:
         t = time.perf_counter()
         # Attention maps come from the same forward pass as the frames (not in live mode: the latency
         # budget is for the emotion path; the Explain page computes them on demand).
-        want_attention = tier != "none" and not live and model.has_attention
+        want_attention = tier != "none" and not live  # a model without attention gets a note saying so
         probs, frames, attentions = self._emotions(model, signals, keep_frames=tier != "none",
-                                                   attention=want_attention)
+                                                   attention=want_attention and model.has_attention)
         timings["emotion_s"] = time.perf_counter() - t
 
         say("transcripts")

@@ -146,3 +146,18 @@ def test_auxiliary_training_classes_are_dropped_at_inference(clip_3s):
     proba = model.predict_proba([clip_3s])
     assert proba.shape == (1, 6)
     assert np.allclose(proba.sum(1), 1.0, atol=1e-5)
+
+
+def test_analysis_with_the_compact_model_explains_every_chunk_and_says_it_has_no_attention(ravdess_dir):
+    from pipeline.analyze import Analyzer
+    from pipeline.config import Config
+
+    analyzer = Analyzer(Config(emotion_model="compact", whisper_model="none", explain="fast",
+                               faithfulness_sample=0.0))
+    result = analyzer.analyze_file(ravdess_dir / "Actor_02" / "03-01-05-02-01-01-02.flac")
+    assert result.chunks
+    for c in result.chunks:
+        exp = c.explanation
+        assert exp.shap_segments and exp.lime_segments
+        assert exp.attention is None and exp.attention_rollout is None
+        assert "has no attention (not a transformer)" in exp.attention_note

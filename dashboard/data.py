@@ -583,7 +583,7 @@ def _faithfulness_overview(db: str, v: tuple) -> pd.DataFrame:
         WHERE e.faithfulness IS NOT NULL AND f.status = 'ok'
     """, db=db)
     out = []
-    for (model, tier), group in rows.groupby(["emotion_model", "tier"], sort=True):
+    for (model, tier), group in rows.groupby(["emotion_model", "tier"], sort=True, dropna=False):
         s = faithfulness_summary([faithfulness_of(x) for x in group["faithfulness"]])
         out.append({"emotion model": model, "tier": tier, "chunks checked": s.chunks,
                     "top segment = most harmful": s.top_is_most_harmful_rate, "chance": s.chance_rate,

@@ -253,9 +253,6 @@ def _draw_results(st, session: LiveSession | None, results: list[LiveResult], *,
             st.info("Listening… speak; a result appears after each pause "
                     f"({session.config.live_silence_ms} ms of silence) or every "
                     f"{session.config.live_max_utterance_s:g} s of continuous speech.")
-    chart = _chart(results, trained, session.duration_s if session is not None else None)
-    if chart is not None:
-        st.altair_chart(chart, width="stretch", key=f"{key}_chart")
     lines = transcript_lines(results)
     if lines:
         st.subheader("Transcript")
@@ -271,6 +268,11 @@ def _draw_results(st, session: LiveSession | None, results: list[LiveResult], *,
             md.append(f"- `{_fmt_time(ln.start_s)}–{_fmt_time(ln.end_s)}` {text} — {tag}"
                       + (f" · {' · '.join(extra)}" if extra else ""))
         st.markdown("\n".join(md))
+    # The chart last: it is the slowest element, and a redraw that a busy machine cuts short (the panel
+    # redraws every REFRESH_S) should still have shown the words and emotions above it.
+    chart = _chart(results, trained, session.duration_s if session is not None else None)
+    if chart is not None:
+        st.altair_chart(chart, width="stretch", key=f"{key}_chart")
 
 
 _WARMED: set[str] = set()

@@ -89,8 +89,8 @@ class Config:
     explain_max_segments: int = 20
     faithfulness_sample: float = 0.002
     """Fast tier: fraction of chunks that also get a deletion-AOPC faithfulness check. Each check costs
-    n + 2(k - 1) real forward passes (14 for a 10 s chunk, about 6x its plain analysis), so 0.002 adds
-    ~1.2 % to ingestion and keeps the fast tier within 5 % in all; 0.02 adds ~12 %. The full tier checks
+    n + 2(k - 1) real forward passes (14 for a 10 s chunk, about 5.5x its plain analysis), so 0.002 adds
+    ~1 % to ingestion and keeps the fast tier within 5 % in all; 0.02 adds ~11 %. The full tier checks
     every chunk."""
     faithfulness_top_k: int = 3
     attention_size: int = 32

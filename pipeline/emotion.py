@@ -247,6 +247,7 @@ class HFEmotionModel(EmotionModel):
         self.batch_size = max(1, int(batch_size))
         self._lock = threading.RLock()
         self._capture_ok: bool | None = None  # whether CAPTURE_ATTENTION reaches this model's layers
+        self._affine_cache: tuple | None = None  # head_affine's float64 weights and the tensor versions
         self._dtype = next(model.parameters()).dtype  # fp32, or bf16 for a model cast with .to(torch.bfloat16)
         cfg = model.config
         self._base = getattr(model, model.base_model_prefix)
@@ -375,9 +376,14 @@ class HFEmotionModel(EmotionModel):
         first = getattr(clf, "dense", None) if self.architecture == "seed" else clf
         if type(first) is not torch.nn.Linear or first.weight.dtype != torch.float32:
             return None
-        weight = first.weight.detach().cpu().double().numpy()
-        bias = (first.bias.detach().cpu().double().numpy() if first.bias is not None
-                else np.zeros(weight.shape[0]))
+        # float64 copies, made again only when the weights change (in-place updates bump ``_version``)
+        key = tuple((id(p), p._version) for p in (first.weight, first.bias) if p is not None)
+        if self._affine_cache is None or self._affine_cache[0] != key:
+            weight = first.weight.detach().cpu().double().numpy()
+            bias = (first.bias.detach().cpu().double().numpy() if first.bias is not None
+                    else np.zeros(weight.shape[0]))
+            self._affine_cache = (key, weight, bias)
+        _, weight, bias = self._affine_cache
         seed = self.architecture == "seed"
 
         def rest(pre: np.ndarray) -> np.ndarray:
@@ -443,8 +449,8 @@ class HFEmotionModel(EmotionModel):
 
     def frames_with_attention(self, signal: np.ndarray, sink: Callable[[Any], None]) -> np.ndarray:
         """``frame_features``, and from the same forward pass each encoder layer's (T, T) mean-over-heads
-        attention (a float32 CPU torch tensor, rows sum to 1, valid while the call lasts) handed to
-        ``sink`` in layer order. Returns the frames.
+        attention (a float32 torch tensor on the model's device, rows sum to 1, valid while the call lasts)
+        handed to ``sink`` in layer order. Returns the frames.
 
         The model runs its fast "sdpa" kernel, which returns no weights, everywhere else; for this call it
         switches to :data:`CAPTURE_ATTENTION` (eager arithmetic, each layer's maps reduced to their mean
@@ -464,11 +470,11 @@ class HFEmotionModel(EmotionModel):
                 sink(maps[0])
 
             previous = self.model.config._attn_implementation
-            if self._capture_ok is not False and _capture_registered() \
-                    and self.model._can_set_attn_implementation():
-                self.model.set_attn_implementation(CAPTURE_ATTENTION)
-                _CAPTURE.sink = take
+            can_set = getattr(self.model, "_can_set_attn_implementation", None)  # private; absent in some versions
+            if self._capture_ok is not False and _capture_registered() and callable(can_set) and can_set():
                 try:
+                    self.model.set_attn_implementation(CAPTURE_ATTENTION)
+                    _CAPTURE.sink = take
                     frames, valid, _ = self._encode([x])
                 finally:
                     _CAPTURE.sink = None
@@ -476,10 +482,10 @@ class HFEmotionModel(EmotionModel):
                 if fed[0] and (expected is None or fed[0] == expected):
                     self._capture_ok = True
                     return frames[0, : valid[0]].cpu().numpy().astype(np.float32)
+                self._capture_ok = False  # its attention bypasses AttentionInterface: eager + hooks from now on
                 if fed[0]:
                     raise RuntimeError(f"emotion model {self.name}: attention of {fed[0]} of {expected} "
                                        "layers captured")
-                self._capture_ok = False  # its attention bypasses AttentionInterface: eager + hooks from now on
             switched = previous != "eager"
             if switched:
                 self.model.set_attn_implementation("eager")
@@ -496,7 +502,7 @@ class HFEmotionModel(EmotionModel):
         """``frame_features`` and (layers, T, T) mean-over-heads attention (rows sum to 1), one forward pass
         (``frames_with_attention`` keeping every layer's map)."""
         layers: list[np.ndarray] = []
-        frames = self.frames_with_attention(signal, lambda a: layers.append(a.numpy().copy()))
+        frames = self.frames_with_attention(signal, lambda a: layers.append(a.cpu().numpy().copy()))
         return frames, np.stack(layers)
 
     def attentions(self, signal: np.ndarray) -> np.ndarray:

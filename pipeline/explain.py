@@ -19,10 +19,10 @@ frames). Tiers: see :mod:`pipeline.explain_fast` and :mod:`pipeline.explain_full
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -37,28 +37,52 @@ TIERS = ("fast", "full")
 
 @functools.lru_cache(maxsize=1)
 def _blas_controller():
+    """threadpoolctl's view of the OpenBLAS pools numpy/scipy loaded (None when unavailable)."""
     try:
         from threadpoolctl import ThreadpoolController
 
-        return ThreadpoolController()
+        return ThreadpoolController().select(internal_api="openblas")
     except Exception as exc:  # pragma: no cover - threadpoolctl is a dependency
         logger.info("threadpoolctl unavailable (%s): numpy's BLAS keeps its threads", exc)
         return None
 
 
+_BLAS_LOCK = threading.Lock()
+_BLAS_STATE: dict = {"users": 0, "limiter": None}
+
+
 def one_blas_thread(fn):
-    """Run ``fn`` with numpy's BLAS on one thread (threadpoolctl).
+    """Run ``fn`` with numpy's OpenBLAS on one thread (threadpoolctl) when called from the main thread.
 
     The explanations interleave small numpy products with torch ops. With both libraries' thread pools
-    on the same cores, each waits for the other's spinning threads: the fast tier of a 10 s chunk took
-    26-43 ms with OpenBLAS' default threads and 10 ms with one (2 cores, ``python -m bench.explain_cost``).
+    on the same cores, each waits for the other's spinning threads: called from the main thread (the CLI's
+    ``analyze``, the benches), the fast tier of a 10 s chunk took 21-43 ms with OpenBLAS' default threads
+    and 11-17 ms with one (2 cores, ``python -m bench.explain_cost``). Called from other threads (Prefect
+    tasks, Streamlit, the live worker) it took ~15 ms either way, so there the function runs as it is:
+    OpenBLAS 0.3.30 showed no contention, ignores a limit set from a thread once the main thread has set
+    one, and changing its limit from the live page's worker thread coincided with the WebRTC stream
+    stalling (3 of 8 browser-test runs; 0 of 6 without). Nested calls are reference counted: the first
+    sets the limit, the last restores it. Only OpenBLAS is limited (an MKL that torch may share is left
+    alone).
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        ctl = _blas_controller()
-        with ctl.limit(limits=1, user_api="blas") if ctl is not None else contextlib.nullcontext():
+        if threading.current_thread() is not threading.main_thread():
             return fn(*args, **kwargs)
+        ctl = _blas_controller()
+        with _BLAS_LOCK:
+            if _BLAS_STATE["users"] == 0 and ctl is not None and len(ctl):
+                _BLAS_STATE["limiter"] = ctl.limit(limits=1)
+            _BLAS_STATE["users"] += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with _BLAS_LOCK:
+                _BLAS_STATE["users"] -= 1
+                if _BLAS_STATE["users"] == 0 and _BLAS_STATE["limiter"] is not None:
+                    _BLAS_STATE["limiter"].restore_original_limits()
+                    _BLAS_STATE["limiter"] = None
 
     return wrapper
 
@@ -159,7 +183,7 @@ class AttentionReducer:
     A = 0.5 A + 0.5 I with rows renormalised), carried as X_l = A_l X_(l-1), X_0 = P_c: one (T, T) x
     (T, 2n) product per layer gives both the layer's column sums and the next X, instead of T^3 work,
     exactly ``downsample_attention(attention_rollout(maps), size)``. The arithmetic is torch's (float32),
-    on torch's threads: it runs inside the model's forward pass.
+    on the maps' device and torch's threads: it runs inside the model's forward pass.
     """
 
     def __init__(self, size: int):
@@ -176,7 +200,7 @@ class AttentionReducer:
         if self._carry is None:
             edges = _block_edges(t, max(1, min(self.size, t)))
             n = len(edges) - 1
-            block = torch.zeros(t, n)
+            block = torch.zeros(t, n, device=a.device)
             for j, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
                 block[lo:hi, j] = 1.0
             self._cols = block  # P_c: sums column blocks
@@ -196,7 +220,8 @@ class AttentionReducer:
         if self._carry is None:
             raise ValueError("no attention layers were given")
         rollout = self._rows @ self._carry
-        return torch.stack(self.layers).numpy().astype(np.float32), rollout.numpy().astype(np.float32)
+        return (torch.stack(self.layers).cpu().numpy().astype(np.float32),
+                rollout.cpu().numpy().astype(np.float32))
 
     def note(self) -> str:
         return (f"mean over heads of each of {len(self.layers)} layers and attention rollout, "
@@ -212,7 +237,6 @@ def downsampled_rollout(maps: np.ndarray, size: int) -> np.ndarray:
     return reducer.result()[1]
 
 
-@one_blas_thread
 def frames_and_reduced_attention(model: EmotionModel, signals: Sequence[np.ndarray], size: int
                                  ) -> tuple[list[np.ndarray], list[tuple | None]]:
     """Per chunk: the frames and ``attention_maps`` of one forward pass, each layer's (T, T) map reduced

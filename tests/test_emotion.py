@@ -316,6 +316,27 @@ def test_fast_tier_head_shortcut_gives_the_values_of_the_head_on_every_coalition
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("form", FORMS)
+def test_both_segment_games_give_the_head_of_each_coalitions_pooled_frames(request, form, clips):
+    from pipeline.explain_fast import pooled_head_game, silenced_frames_game, silence_pooled
+
+    model = _load(request, form)
+    frames = model.frame_features(clips[0]).astype(np.float64)
+    n = 6
+    seg = np.minimum(np.arange(len(frames)) * n // len(frames), n - 1)
+    sil = silence_pooled(model).astype(np.float64)
+    masks = (np.random.default_rng(1).random((40, n)) < 0.5).astype(float)
+    masks[0], masks[1] = 0.0, 1.0
+    pooled, silenced = [], []
+    for m in masks:
+        keep = m[seg] > 0
+        pooled.append(frames[keep].mean(0) if keep.any() else sil)
+        silenced.append(np.where(keep[:, None], frames, sil[None, :]).mean(0))
+    for game, want in ((pooled_head_game(model, frames, seg, n, sil), pooled),
+                       (silenced_frames_game(model, frames, seg, n, sil), silenced)):
+        np.testing.assert_allclose(game(masks), model.head_proba(np.asarray(want, np.float32)), atol=2e-6)
+
+
 def test_analysis_with_explanations_runs_the_encoder_once_per_chunk(tiny_hubert_dir, clips):
     from pipeline.analyze import Analyzer
     from pipeline.config import Config

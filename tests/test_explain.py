@@ -343,6 +343,29 @@ def test_the_downsampled_rollout_equals_downsampling_the_full_rollout(t, size):
     np.testing.assert_allclose(downsampled_rollout(maps, size), expected, atol=2e-5)
 
 
+def test_explanations_hold_openblas_to_one_thread_in_the_main_thread_only_and_restore_it():
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from pipeline.explain import one_blas_thread
+
+    def openblas_threads() -> list[int]:
+        return [d["num_threads"] for d in threadpool_info() if d["internal_api"] == "openblas"]
+
+    before = openblas_threads()
+    if not before or max(before) < 2:
+        pytest.skip("numpy's BLAS here is not a multi-threaded OpenBLAS")
+    nested = one_blas_thread(lambda: (openblas_threads(), one_blas_thread(openblas_threads)(), openblas_threads()))
+    assert nested() == ([1] * len(before),) * 3  # the inner call's exit keeps the outer call's limit
+    assert openblas_threads() == before
+    seen: list = []
+    worker = threading.Thread(target=lambda: seen.append(one_blas_thread(openblas_threads)()))
+    worker.start(), worker.join()
+    assert seen == [before]  # worker threads (Prefect tasks, Streamlit, the live worker) are left alone
+    assert openblas_threads() == before
+
+
 def test_the_streaming_reducer_gives_the_downsampled_layers_and_rollout_of_the_full_maps():
     from pipeline.explain import AttentionReducer
 

@@ -97,10 +97,15 @@ def test_speaking_into_the_live_tab_shows_results_and_stop_saves_the_session(liv
             # results appear while streaming: a transcript line tagged with an emotion, and a latency
             expect(page.get_by_text("Transcript", exact=True)).to_be_visible(timeout=120_000)
             line = page.locator("li").filter(has_text=re.compile(r"\d\d:\d\d\.\d–\d\d:\d\d\.\d"))
-            expect(line.first).to_contain_text(re.compile(r"(anger|fear|happiness|sadness|surprise|neutral) \d\.\d\d"))
+            expect(line.first).to_contain_text(re.compile(r"(anger|fear|happiness|sadness|surprise|neutral) \d\.\d\d"),
+                                                   timeout=60_000)
             expect(page.get_by_text(re.compile(r"\d+\.\d\d s / \d+\.\d\d s"))).to_be_visible(timeout=30_000)
             body = page.inner_text("body")
             assert "untrained" in body  # a random model's scores are never presented as emotions
+
+            # what the session has received so far ("Heard"): all of it must be in the saved recording
+            heard = page.get_by_test_id("stMetric").filter(has_text="Heard").get_by_test_id("stMetricValue")
+            heard_s = float(re.search(r"([\d.]+) s", heard.inner_text()).group(1))
 
             widget.get_by_role("button", name="STOP").click()
             saved = page.get_by_text(re.compile(r"Saved session live-"))
@@ -120,7 +125,10 @@ def test_speaking_into_the_live_tab_shows_results_and_stop_saves_the_session(liv
     flacs = sorted((live_server["data"] / "live").glob("live-*.flac"))
     assert len(flacs) == 2 and flac in flacs, message
     info = sf.info(flac)
-    assert info.samplerate == 16000 and info.channels == 1 and info.duration > 3.0
+    # chromium's fake microphone sometimes delivers audio slower than real time on a busy machine, so the
+    # recording's length is checked against what the page said it had heard, not against the wall clock
+    assert info.samplerate == 16000 and info.channels == 1
+    assert info.duration > 1.0 and info.duration >= heard_s - 0.2, (info.duration, heard_s)
 
     from warehouse import Warehouse
 

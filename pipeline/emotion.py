@@ -201,7 +201,7 @@ def _capture_attention_forward(module, query, key, value, attention_mask, scalin
 @functools.lru_cache(maxsize=1)
 def _capture_registered() -> bool:
     """Register :data:`CAPTURE_ATTENTION` (attention and its mask: eager-style additive masks) once;
-    False on a transformers without AttentionInterface (the hooks fallback is used then)."""
+    False on a transformers without AttentionInterface (the eager fallback is used then)."""
     try:
         from transformers import AttentionInterface
         from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
@@ -210,7 +210,7 @@ def _capture_registered() -> bool:
         ALL_MASK_ATTENTION_FUNCTIONS.register(CAPTURE_ATTENTION, eager_mask)
         return True
     except Exception as exc:  # pragma: no cover - depends on the transformers version
-        log.info("transformers has no AttentionInterface (%s): attention maps use eager + hooks", exc)
+        log.info("transformers has no AttentionInterface (%s): attention maps use eager attention", exc)
         return False
 
 
@@ -305,7 +305,7 @@ class HFEmotionModel(EmotionModel):
                 ) -> tuple["torch.Tensor", list[int], "torch.Tensor | None"]:
         """Prepared inputs -> (B, T, D) frames (before pooling), the number of valid frames of each and,
         with ``attentions``, the (B, layers, T, T) mean-over-heads attention of the same forward pass
-        (the model must be running the "eager" implementation; see ``frames_and_attentions``)."""
+        (the model must be running the "eager" implementation; see ``frames_with_attention``)."""
         torch = self._torch
         lengths = [x.size for x in inputs]
         longest = max(lengths)
@@ -321,29 +321,13 @@ class HFEmotionModel(EmotionModel):
             mask = torch.from_numpy(mask_np).to(self.device)
         elif len(set(lengths)) > 1:  # never pad a model that expects no mask (see module docstring)
             raise AssertionError("signals of different lengths in one batch of a no-mask model")
-        modules = self._attention_modules() if attentions else None
-        captured: list = []
-        hooks = [mod.register_forward_hook(lambda _m, _i, out: captured.append(
-            out[1].float().mean(dim=1) if isinstance(out, tuple) and len(out) > 1 and out[1] is not None
-            else None)) for mod in modules or ()]
-        try:
-            # Hooks on the attention modules reduce each layer's weights to their mean over heads as
-            # they are made (output_attentions would keep every head's maps: measured +5 % time).
-            out = self._base(values, attention_mask=mask, output_hidden_states=self._weighted,
-                             output_attentions=attentions and modules is None)
-        finally:
-            for h in hooks:
-                h.remove()
+        # ``attentions`` is the fallback for models whose attention bypasses AttentionInterface (the
+        # usual path is CAPTURE_ATTENTION, see ``frames_with_attention``): eager + output_attentions.
+        out = self._base(values, attention_mask=mask, output_hidden_states=self._weighted,
+                         output_attentions=attentions)
         maps = None
-        if attentions and modules is not None and (len(captured) != len(modules)
-                                                   or any(a is None for a in captured)):
-            # Some transformers versions return eager weights only when asked for them.
-            out = self._base(values, attention_mask=mask, output_hidden_states=self._weighted,
-                             output_attentions=True)
-            modules = None
         if attentions:
-            layers = captured if modules is not None else [
-                None if a is None else a.float().mean(dim=1) for a in (out.attentions or ())]
+            layers = [None if a is None else a.float().mean(dim=1) for a in (out.attentions or ())]
             if not layers or any(a is None for a in layers):
                 raise RuntimeError(f"emotion model {self.name}: the encoder returned no attention weights")
             maps = torch.stack(layers, dim=1)
@@ -455,7 +439,8 @@ class HFEmotionModel(EmotionModel):
         The model runs its fast "sdpa" kernel, which returns no weights, everywhere else; for this call it
         switches to :data:`CAPTURE_ATTENTION` (eager arithmetic, each layer's maps reduced to their mean
         over heads as they are made; same weights, no copy) and back, under the model lock. Models whose
-        attention does not go through transformers' AttentionInterface fall back to "eager" with hooks.
+        attention does not go through transformers' AttentionInterface fall back to "eager" with
+        ``output_attentions``.
         Measured on full-size HuBERT (int8), 10 s, 2 CPU threads: see ``python -m bench.explain_cost``.
         """
         torch = self._torch
@@ -482,7 +467,7 @@ class HFEmotionModel(EmotionModel):
                 if fed[0] and (expected is None or fed[0] == expected):
                     self._capture_ok = True
                     return frames[0, : valid[0]].cpu().numpy().astype(np.float32)
-                self._capture_ok = False  # its attention bypasses AttentionInterface: eager + hooks from now on
+                self._capture_ok = False  # its attention bypasses AttentionInterface: eager from now on
                 if fed[0]:
                     raise RuntimeError(f"emotion model {self.name}: attention of {fed[0]} of {expected} "
                                        "layers captured")

@@ -47,8 +47,7 @@ def _blas_controller():
         return None
 
 
-_BLAS_LOCK = threading.Lock()
-_BLAS_STATE: dict = {"users": 0, "limiter": None}
+_BLAS_STATE: dict = {"depth": 0, "limiter": None}  # main thread only: nested calls keep the outer limit
 
 
 def one_blas_thread(fn):
@@ -61,28 +60,25 @@ def one_blas_thread(fn):
     tasks, Streamlit, the live worker) it took ~15 ms either way, so there the function runs as it is:
     OpenBLAS 0.3.30 showed no contention, ignores a limit set from a thread once the main thread has set
     one, and changing its limit from the live page's worker thread coincided with the WebRTC stream
-    stalling (3 of 8 browser-test runs; 0 of 6 without). Nested calls are reference counted: the first
-    sets the limit, the last restores it. Only OpenBLAS is limited (an MKL that torch may share is left
-    alone).
+    stalling (3 of 8 browser-test runs; 0 of 6 without). Only OpenBLAS is limited (an MKL that torch may
+    share is left alone); the outermost call sets the limit and restores it.
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         if threading.current_thread() is not threading.main_thread():
             return fn(*args, **kwargs)
-        ctl = _blas_controller()
-        with _BLAS_LOCK:
-            if _BLAS_STATE["users"] == 0 and ctl is not None and len(ctl):
-                _BLAS_STATE["limiter"] = ctl.limit(limits=1)
-            _BLAS_STATE["users"] += 1
+        if _BLAS_STATE["depth"] == 0:
+            ctl = _blas_controller()
+            _BLAS_STATE["limiter"] = ctl.limit(limits=1) if ctl is not None and len(ctl) else None
+        _BLAS_STATE["depth"] += 1
         try:
             return fn(*args, **kwargs)
         finally:
-            with _BLAS_LOCK:
-                _BLAS_STATE["users"] -= 1
-                if _BLAS_STATE["users"] == 0 and _BLAS_STATE["limiter"] is not None:
-                    _BLAS_STATE["limiter"].restore_original_limits()
-                    _BLAS_STATE["limiter"] = None
+            _BLAS_STATE["depth"] -= 1
+            if _BLAS_STATE["depth"] == 0 and _BLAS_STATE["limiter"] is not None:
+                _BLAS_STATE["limiter"].restore_original_limits()
+                _BLAS_STATE["limiter"] = None
 
     return wrapper
 
@@ -267,31 +263,20 @@ def frames_and_reduced_attention(model: EmotionModel, signals: Sequence[np.ndarr
     return frames, reduced
 
 
-def attention_maps(model: EmotionModel, samples: np.ndarray, size: int, maps: np.ndarray | None = None
+def attention_maps(model: EmotionModel, samples: np.ndarray, size: int
                    ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
-    """(per-layer maps (layers, n, n), rollout (n, n), note) — maps None with a plain note when absent.
+    """(per-layer maps (layers, n, n), rollout (n, n), note) of one forward pass — maps None with a plain
+    note when the model has none or they fail (``frames_and_reduced_attention``).
 
     Args:
         model: the emotion model.
         samples: the chunk.
         size: most time steps per side after downsampling.
-        maps: ``model.attentions(samples)`` when already computed (else computed here: one forward pass).
     """
     if not getattr(model, "has_attention", False):
         return None, None, f"emotion model {model.name} has no attention (not a transformer): no attention maps"
-    try:
-        if maps is None:
-            maps = model.attentions(samples)
-    except Exception as exc:  # never let a picture stop the analysis
-        logger.warning("attention maps of %s failed: %s", model.name, exc)
-        return None, None, f"attention maps could not be computed: {exc}"
-    if maps is None:
-        return None, None, f"emotion model {model.name} returned no attention maps"
-    reducer = AttentionReducer(size)
-    for a in np.asarray(maps, dtype=np.float32):
-        reducer(a)
-    layers, rollout = reducer.result()
-    return layers, rollout, reducer.note()
+    _, (reduced,) = frames_and_reduced_attention(model, [samples], size)
+    return reduced or (None, None, "empty chunk: no attention maps")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,7 +295,7 @@ def _empty(tier: str, target: str, reason: str, proba_t: float, note: str | None
 def explain_chunk(model: EmotionModel, samples: np.ndarray, *, config, tier: str = "fast",
                   target_label: str | None = None, seed: int = 0, frames: np.ndarray | None = None,
                   faithfulness: bool | None = None, attention: bool = True,
-                  attentions: np.ndarray | None = None, sample_key: str = "",
+                  sample_key: str = "",
                   attention_result: tuple | None = None) -> Explanation:
     """Explain the model's probability of ``target_label`` for one chunk.
 
@@ -326,9 +311,8 @@ def explain_chunk(model: EmotionModel, samples: np.ndarray, *, config, tier: str
         frames: ``model.frame_features(samples)`` when already computed (saves the encoder pass).
         faithfulness: run the deletion check; None: always in the full tier, a seeded
             ``config.faithfulness_sample`` share of chunks in the fast tier.
-        attention: compute attention maps for models that have attention (one extra forward pass
-            unless ``attentions`` is given).
-        attentions: ``model.attentions(samples)`` (layers, T, T) when already computed.
+        attention: compute attention maps for models that have attention (in the same forward pass as
+            the frames when ``frames`` is None, else one extra pass, unless ``attention_result`` is given).
         attention_result: ``attention_maps(...)`` (maps, rollout, note) when already reduced (the
             analysis reduces each chunk's maps right after its forward pass, so a file's full-size maps
             never pile up in memory).
@@ -359,7 +343,7 @@ def explain_chunk(model: EmotionModel, samples: np.ndarray, *, config, tier: str
     if x.size == 0:
         target = target_label or "?"
         return _empty(tier, target, "empty chunk", math.nan, "empty chunk: no attention maps")
-    if (frames is None and attention and attentions is None and attention_result is None
+    if (frames is None and attention and attention_result is None
             and getattr(model, "has_attention", False)):  # one forward pass for both
         (frames,), (attention_result,) = frames_and_reduced_attention(model, [x], size)
     if frames is None:
@@ -370,7 +354,7 @@ def explain_chunk(model: EmotionModel, samples: np.ndarray, *, config, tier: str
         reason = "the model yields no frames for so short a chunk"
         return _empty(tier, target_label or "?", reason, math.nan, f"{reason}: no attention maps")
     if attention:
-        att, roll, note = attention_result or attention_maps(model, x, size, attentions)
+        att, roll, note = attention_result or attention_maps(model, x, size)
     else:
         note = "attention maps not requested"
 

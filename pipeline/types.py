@@ -217,8 +217,8 @@ class EmotionModel:
         return frames, (self.attentions(signal) if self.has_attention and len(frames) else None)
 
     def frames_with_attention(self, signal: np.ndarray, sink: Callable[[Any], None]) -> np.ndarray:
-        """``frame_features``, each layer's (T, T) mean-over-heads attention (an array: numpy here, a CPU
-        torch tensor from transformer models) handed to ``sink`` in layer order (nothing for a model
+        """``frame_features``, each layer's (T, T) mean-over-heads attention (an array: numpy here, a torch
+        tensor on the model's device from transformer models) handed to ``sink`` in layer order (nothing for a model
         without attention); transformer models stream the layers out of their one forward pass instead
         of keeping them all."""
         frames, maps = self.frames_and_attentions(signal)

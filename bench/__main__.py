@@ -15,12 +15,15 @@ import time
 BENCHES = {
     "hubert": "bench.hubert_speed",
     "whisper": "bench.whisper_speed",
+    "whisper_fw": "bench.whisper_fw",
     "dashboard": "bench.dashboard_overview",
     "explain": "bench.explain_cost",
     "warehouse": "bench.warehouse_bench",
     "ingest": "bench.ingest_throughput",
     "live": "bench.live_latency",
     "decode": "bench.decode_memory",
+    "vad": "bench.vad_bench",
+    "diarization": "bench.diarization_bench",
 }
 
 

@@ -56,13 +56,18 @@ def allowed_roots(config: Config) -> list[Path]:
 
 
 def folder_choices(config: Config, *, depth: int = FOLDER_DEPTH, limit: int = FOLDER_LIMIT) -> list[Path]:
-    """Each allowed root and its non-hidden sub-folders down to ``depth`` levels (sorted, at most ``limit``)."""
+    """Each allowed root and its non-hidden sub-folders down to ``depth`` levels (sorted, at most ``limit``).
+
+    Symbolic links are never offered nor walked into (``os.walk`` lists a link to a folder among the
+    folders even when it does not follow it): a link inside a root may point anywhere.
+    """
     out: list[Path] = []
     for root in allowed_roots(config):
         out.append(root)
-        for dirpath, dirnames, _ in os.walk(root):
+        for dirpath, dirnames, _ in os.walk(root, followlinks=False):
             level = len(Path(dirpath).relative_to(root).parts)
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            dirnames[:] = sorted(d for d in dirnames
+                                 if not d.startswith(".") and not (Path(dirpath) / d).is_symlink())
             if level >= depth:
                 dirnames[:] = []
                 continue

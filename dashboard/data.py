@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,19 @@ class Filters:
         return out
 
 
+def missing(value: Any) -> bool:
+    """Whether a value read from DuckDB is SQL NULL: None, ``pd.NA``, ``pd.NaT`` or a float NaN.
+
+    Containers (lists, dicts, arrays: MAP and LIST columns) are never missing, however they look; a plain
+    ``pd.isna`` would answer element-wise for them, and ``x is None`` misses ``pd.NA``.
+    """
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isnan(value))
+    return False
+
+
 def _read(sql: str, params: list[Any] | None = None, *, db: str) -> pd.DataFrame:
     return warehouse.read_df(sql, params or None, db=db)
 
@@ -223,7 +237,7 @@ def _filter_options(db: str, v: tuple) -> FilterOptions:
     langs = _read("SELECT DISTINCT coalesce(language, ?) AS lang FROM chunks ORDER BY lang", [NO_LANGUAGE], db=db)
 
     def _tuple(v: Any) -> tuple[str, ...]:
-        return tuple(v) if v is not None and not (isinstance(v, float) and math.isnan(v)) else ()
+        return () if missing(v) else tuple(v)
 
     def _date(v: Any) -> _dt.date | None:
         return None if v is None or pd.isna(v) else pd.Timestamp(v).date()
@@ -277,6 +291,21 @@ def _figures(db: str, v: tuple, filters: Filters) -> Figures:
 # --------------------------------------------------------------------------------------------------
 # Overview aggregates
 # --------------------------------------------------------------------------------------------------
+
+def selection_models(db: str, filters: Filters) -> list[tuple[str | None, bool]]:
+    """(emotion model, trained) of the analysed files the filters keep (file-level filters), most files first:
+    what the model caveats of a page or report have to cover."""
+    v = version(db)
+    return [] if v is None else _selection_models(db, v, filters)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _selection_models(db: str, v: tuple, filters: Filters) -> list[tuple[str | None, bool]]:
+    fw, fp = filters.file_where()
+    df = _read(f"""SELECT f.emotion_model, coalesce(f.emotion_trained, false) AS trained, count(*) AS n
+                   FROM files f WHERE {fw} GROUP BY ALL ORDER BY n DESC, 1""", fp, db=db)
+    return [(_opt_str(r.emotion_model), bool(r.trained)) for r in df.itertuples()]
+
 
 def emotion_mix(db: str, filters: Filters) -> pd.DataFrame:
     """Per base label: dominant_chunks, share (of the selection's chunks), mean_score (NaN when no
@@ -363,6 +392,116 @@ def _by_group(db: str, v: tuple, filters: Filters, by: str, top: int) -> pd.Data
         WHERE s.dominant IS NOT NULL
         GROUP BY ALL ORDER BY total DESC, "group", label
     """, sp, db=db)
+
+
+def group_count(db: str, filters: Filters, by: str) -> int:
+    """How many groups (folders, or files) of the selection have a chunk with a dominant emotion: the
+    "of N" when a chart shows only the top ones."""
+    if by not in _GROUPS:
+        raise ValueError(f"by must be one of {', '.join(_GROUPS)}, not {by!r}")
+    v = version(db)
+    return 0 if v is None else _group_count(db, v, filters, by)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _group_count(db: str, v: tuple, filters: Filters, by: str) -> int:
+    sel, sp = filters.selection()
+    return int(_read(f"SELECT count(DISTINCT {_GROUPS[by][0]}) AS n {sel} AND c.dominant IS NOT NULL", sp,
+                     db=db)["n"].iloc[0])
+
+
+#: Files with more than one speaker label among their chunks (labels are per file: S1 of one file is not S1 of
+#: another, so nothing below joins or sums a label across files).
+_MULTI_SPEAKER = ("SELECT file_id FROM chunks WHERE speaker IS NOT NULL GROUP BY file_id "
+                  "HAVING count(DISTINCT speaker) > 1")
+
+
+def speaker_mix(db: str, filters: Filters, *, top: int = 20) -> pd.DataFrame:
+    """Chunks per (file, speaker, dominant emotion) for files with several speakers, the ``top`` such files
+    of the selection with most chunks. Chunks without a speaker label are left out.
+
+    Columns: file_id, path, speaker, label, chunks, total (chunks of that file's speaker), file_total.
+    """
+    v = version(db)
+    if v is None:
+        return pd.DataFrame(columns=["file_id", "path", "speaker", "label", "chunks", "total", "file_total"])
+    return _speaker_mix(db, v, filters, int(top))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _speaker_mix(db: str, v: tuple, filters: Filters, top: int) -> pd.DataFrame:
+    sel, sp = filters.selection()
+    return _read(f"""
+        WITH sel AS (SELECT c.file_id, c.speaker, c.dominant {sel} AND c.speaker IS NOT NULL
+                       AND c.dominant IS NOT NULL AND c.file_id IN ({_MULTI_SPEAKER})),
+             topf AS (SELECT file_id, count(*) AS file_total FROM sel GROUP BY file_id
+                      ORDER BY file_total DESC, file_id LIMIT {top}),
+             per AS (SELECT file_id, speaker, count(*) AS total FROM sel GROUP BY ALL)
+        SELECT s.file_id, f.path, s.speaker, s.dominant AS label, count(*) AS chunks, any_value(p.total) AS total,
+               any_value(t.file_total) AS file_total
+        FROM sel s JOIN topf t USING (file_id) JOIN per p USING (file_id, speaker) JOIN files f USING (file_id)
+        GROUP BY s.file_id, f.path, s.speaker, s.dominant
+        ORDER BY file_total DESC, s.file_id, coalesce(TRY_CAST(substr(s.speaker, 2) AS INTEGER), 1000000),
+                 s.speaker, label
+    """, sp, db=db)
+
+
+def speaker_file_count(db: str, filters: Filters) -> int:
+    """Files of the selection with several speakers and a labelled chunk (the "of M" of ``speaker_mix``)."""
+    v = version(db)
+    return 0 if v is None else _speaker_file_count(db, v, filters)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _speaker_file_count(db: str, v: tuple, filters: Filters) -> int:
+    sel, sp = filters.selection()
+    return int(_read(f"""SELECT count(DISTINCT c.file_id) AS n {sel} AND c.speaker IS NOT NULL
+                         AND c.dominant IS NOT NULL AND c.file_id IN ({_MULTI_SPEAKER})""", sp, db=db)["n"].iloc[0])
+
+
+def selection_file_count(db: str, filters: Filters) -> int:
+    """Files of the selection (the "of N" of the files table)."""
+    v = version(db)
+    return 0 if v is None else _selection_file_count(db, v, filters)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _selection_file_count(db: str, v: tuple, filters: Filters) -> int:
+    if filters.chunk_level:
+        sel, sp = filters.selection()
+        return int(_read(f"SELECT count(DISTINCT c.file_id) AS n {sel}", sp, db=db)["n"].iloc[0])
+    fw, fp = filters.file_where()
+    return int(_read(f"SELECT count(*) AS n FROM files f WHERE {fw}", fp, db=db)["n"].iloc[0])
+
+
+@dataclass(frozen=True)
+class TimeBasis:
+    """What the over-time chart's time is: files of the selection with a recording time, and in all."""
+
+    recorded: int
+    files: int
+
+    @property
+    def axis_title(self) -> str:
+        """The time axis' name for what it really holds (recording time, ingestion time or a mix)."""
+        if self.files and self.recorded == self.files:
+            return "recording time"
+        if self.recorded == 0:
+            return "ingestion time (no recording times known)"
+        return f"recording time, or ingestion time for {self.files - self.recorded} of {self.files} files"
+
+
+def time_basis(db: str, filters: Filters) -> TimeBasis:
+    v = version(db)
+    return TimeBasis(0, 0) if v is None else _time_basis(db, v, filters)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _time_basis(db: str, v: tuple, filters: Filters) -> TimeBasis:
+    sel, sp = filters.selection()
+    r = _read(f"""SELECT count(DISTINCT f.file_id) FILTER (WHERE f.recorded_at IS NOT NULL) AS recorded,
+                         count(DISTINCT f.file_id) AS files {sel}""", sp, db=db).iloc[0]
+    return TimeBasis(int(r["recorded"]), int(r["files"]))
 
 
 def files_table(db: str, filters: Filters, *, limit: int = 200) -> pd.DataFrame:
@@ -454,14 +593,15 @@ def _file_info(db: str, v: tuple, file_id: int) -> dict[str, Any] | None:
     row = df.iloc[0].to_dict()
     for key in ("notes", "emotion_labels", "absent_labels"):
         value = row.get(key)
-        row[key] = [] if value is None or (isinstance(value, float) and math.isnan(value)) else list(value)
+        row[key] = [] if missing(value) else list(value)
     return row
 
 
 def file_chunks(db: str, file_id: int) -> pd.DataFrame:
-    """One row per chunk of a file: chunk_id, idx, start_s, end_s, dominant, dominant_score,
-    transcript, language, language_probability, the six base probabilities (NaN = absent),
-    granular / complex / extra (text "name 0.62, ..."), tiers (explanation tiers stored)."""
+    """One row per chunk of a file: chunk_id, idx, start_s, end_s, dominant, dominant_score, speaker
+    ('S1', 'S2', ... within this file; None = not labelled), transcript, language, language_probability,
+    the six base probabilities (NaN = absent), granular / complex / extra (text "name 0.62, ..."), tiers
+    (explanation tiers stored)."""
     v = version(db)
     return pd.DataFrame() if v is None else _file_chunks(db, v, int(file_id))
 
@@ -476,8 +616,8 @@ def _file_chunks(db: str, v: tuple, file_id: int) -> pd.DataFrame:
                 f"FILTER (WHERE e.kind = '{kind}') AS {kind}")
 
     return _read(f"""
-        SELECT c.chunk_id, c.idx, c.start_s, c.end_s, c.dominant, c.dominant_score, c.transcript, c.language,
-               c.language_probability, {pivots}, {agg('granular')}, {agg('complex')}, {agg('extra')},
+        SELECT c.chunk_id, c.idx, c.start_s, c.end_s, c.dominant, c.dominant_score, c.speaker, c.transcript,
+               c.language, c.language_probability, {pivots}, {agg('granular')}, {agg('complex')}, {agg('extra')},
                (SELECT string_agg(DISTINCT x.tier, ', ') FROM explanations x WHERE x.chunk_id = c.chunk_id) AS tiers
         FROM chunks c LEFT JOIN emotions e ON e.chunk_id = c.chunk_id
         WHERE c.file_id = ?
@@ -594,16 +734,17 @@ def _faithfulness_overview(db: str, v: tuple) -> pd.DataFrame:
 
 
 def _opt_float(v: Any) -> float | None:
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) or pd.isna(v) else float(v)
+    return None if missing(v) else float(v)
 
 
 def _opt_str(v: Any) -> str | None:
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+    return None if missing(v) else str(v)
 
 
 def faithfulness_of(value: Any) -> dict[str, float] | None:
-    """A stored MAP(VARCHAR, DOUBLE) as a dict (DuckDB returns dicts or key/value lists)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """A stored MAP(VARCHAR, DOUBLE) as a dict (DuckDB returns dicts or key/value lists); None for SQL NULL
+    (``pd.NA`` in object columns: most chunks have no faithfulness check, ``faithfulness_sample``)."""
+    if missing(value):
         return None
     if isinstance(value, dict):
         if set(value) == {"key", "value"} and isinstance(value["key"], (list, np.ndarray)):
@@ -704,11 +845,51 @@ def runs(db: str, *, limit: int = 100) -> pd.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=16)
 def _runs(db: str, v: tuple, limit: int) -> pd.DataFrame:
     df = wq.runs(db=db, limit=limit)
+    made = _read("""
+        SELECT run_id, list(DISTINCT folder) FILTER (WHERE folder IS NOT NULL) AS folders,
+               string_agg(DISTINCT emotion_model, ', ') AS emotion_models,
+               string_agg(DISTINCT coalesce(whisper_model, 'off'), ', ')
+                   FILTER (WHERE status = 'ok') AS whisper_models
+        FROM files WHERE run_id IN (SELECT run_id FROM runs ORDER BY run_id DESC LIMIT ?) GROUP BY run_id
+    """, [limit], db=db).set_index("run_id")
+    folder, emotion, whisper = [], [], []
+    for r in df.itertuples():
+        summary = _run_summary(getattr(r, "summary", None))
+        models = summary.get("models") if isinstance(summary.get("models"), dict) else {}
+        row = made.loc[r.run_id] if r.run_id in made.index else None
+        folders = [] if row is None or missing(row["folders"]) else [str(x) for x in row["folders"]]
+        root = summary.get("root") or summary.get("folder")
+        folder.append(str(root) if root else _common_folder(folders))
+        emotion.append(models.get("emotion") or (None if row is None else _opt_str(row["emotion_models"])))
+        whisper.append(models.get("whisper") or (None if row is None else _opt_str(row["whisper_models"])))
     keep = ["run_id", "source", "status", "started_at", "finished_at", "n_files", "n_failed", "n_skipped"]
-    df = df[[c for c in keep if c in df.columns]].copy()
-    if "finished_at" in df.columns:
-        df["seconds"] = (df["finished_at"] - df["started_at"]).dt.total_seconds()
-    return df
+    out = df[[c for c in keep if c in df.columns]].copy()
+    out.insert(1, "folder", folder)
+    out.insert(2, "emotion model", emotion)
+    out.insert(3, "whisper", whisper)
+    if "finished_at" in out.columns:
+        out["seconds"] = (out["finished_at"] - out["started_at"]).dt.total_seconds()
+    return out
+
+
+def _run_summary(value: Any) -> dict[str, Any]:
+    if missing(value) or not value:
+        return {}
+    try:
+        out = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def _common_folder(folders: list[str]) -> str | None:
+    """The folder a run ingested, as far as its files tell: the deepest folder holding all of them."""
+    if not folders:
+        return None
+    try:
+        return os.path.commonpath(folders)
+    except ValueError:  # mixed absolute and relative
+        return folders[0]
 
 
 def failures(db: str) -> pd.DataFrame:
@@ -792,6 +973,7 @@ def file_export_dict(db: str, file_id: int) -> dict[str, Any] | None:
         out_chunks.append({
             "chunk_id": int(c.chunk_id), "idx": int(c.idx), "start_s": float(c.start_s), "end_s": float(c.end_s),
             "dominant": _opt_str(c.dominant), "dominant_score": _opt_float(c.dominant_score),
+            "speaker": _opt_str(c.speaker),
             "base": {r.label: _opt_float(r.score) for r in rows if r.kind == "base"},
             "extra": {r.label: _opt_float(r.score) for r in rows if r.kind == "extra"},
             "granular": [{"name": r.label, "confidence": _opt_float(r.score), "kind": _opt_str(r.granular_kind)}
@@ -806,7 +988,7 @@ def file_export_dict(db: str, file_id: int) -> dict[str, Any] | None:
             } for e in ex.itertuples()],
         })
     file_row = {k: (v.isoformat() if isinstance(v, (_dt.datetime, pd.Timestamp)) else
-                    (None if isinstance(v, float) and math.isnan(v) else v))
+                    (None if missing(v) else v))
                 for k, v in info.items() if k != "settings"}
     try:
         file_row["settings"] = json.loads(info.get("settings") or "null")
@@ -821,6 +1003,6 @@ __all__ = [
     "chunk_emotions", "chunk_explanation", "chunk_features", "chunk_words", "clear_caches", "emotion_mix",
     "failed_files", "failures", "feature_distribution", "feature_percentiles", "figures", "file_chunks",
     "file_choices", "file_export_dict", "file_info", "files_table", "filter_options", "latest_run_since",
-    "over_time", "run_file_count", "run_sql", "runs", "selection_rows", "status", "stored_explanation",
-    "time_grain", "version",
+    "over_time", "run_file_count", "run_sql", "runs", "selection_rows", "speaker_file_count", "speaker_mix",
+    "status", "stored_explanation", "time_grain", "version",
 ]

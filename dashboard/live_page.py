@@ -38,6 +38,7 @@ from pipeline.live import (
     transcript_lines,
     warm_up,
 )
+from dashboard.safe_text import md_escape
 from pipeline.types import BASE_EMOTIONS, FileResult
 
 logger = logging.getLogger(__name__)
@@ -245,10 +246,10 @@ def _draw_results(st, session: LiveSession | None, results: list[LiveResult], *,
         cols[5].metric("Blips", stats.dropped_short,
                        help=f"Sounds under {session.config.live_min_utterance_s:g} s of speech, ignored")
         if stats.last_error:
-            st.error(f"{stats.errors} utterance(s) failed to analyse; last: {stats.last_error}")
+            st.error(f"{stats.errors} utterance(s) failed to analyse; last: {md_escape(stats.last_error)}")
         if stats.last_transcript_error:
             st.warning(f"Words missing for {stats.transcript_errors} utterance(s) (their emotions are shown); "
-                       f"last: {stats.last_transcript_error}")
+                       f"last: {md_escape(stats.last_transcript_error)}")
         if playing and not results:
             st.info("Listening… speak; a result appears after each pause "
                     f"({session.config.live_silence_ms} ms of silence) or every "
@@ -258,7 +259,7 @@ def _draw_results(st, session: LiveSession | None, results: list[LiveResult], *,
         st.subheader("Transcript")
         md = []
         for ln in reversed(lines[-50:]):
-            text = ln.text if ln.text else ("*(transcribing…)*" if ln.pending else "*(no transcript)*")
+            text = md_escape(ln.text) if ln.text else ("*(transcribing…)*" if ln.pending else "*(no transcript)*")
             tag = "–" if ln.dominant is None else f"**{ln.dominant}** {ln.confidence:.2f}"
             extra = []
             if ln.granular:
@@ -291,35 +292,81 @@ def _warm_once(config: Config, analyzer) -> None:
         logger.info("live: warm-up analysis took %.1f s", took)
 
 
-def _model_header(st, config: Config):
-    """Model names (loads the models once per process); None when a model is unavailable."""
+def whisper_off_reason(config: Config, whisper_name: str | None) -> str | None:
+    """Why the live tab transcribes nothing, in one line; None when Whisper is on."""
+    if whisper_name is None:
+        return (f"Whisper is off: the configuration sets whisper_model = {config.whisper_model!r} "
+                "(set it to 'auto' or a Whisper size to get words).")
+    if whisper_name.lower().startswith("none:"):
+        return "Whisper is off: " + whisper_name.split(":", 1)[1].strip()
+    return None
+
+
+def _ready(config: Config, analyzer) -> bool:
+    return (analyzer.emotion_model is not None and analyzer._whisper_loaded
+            and config.to_json() in _WARMED)
+
+
+def _load_models(st, config: Config):
+    """Load the live models (once per process), showing each step while it runs; returns the analyzer."""
+    import time
+
     from pipeline.analyze import get_analyzer
 
+    analyzer = get_analyzer(config)
+    if _ready(config, analyzer):
+        return analyzer
+    with st.status("Loading models…", expanded=True) as box:
+        steps = (
+            (f"Emotion model {config.emotion_model}", analyzer.emotion),
+            (f"Whisper ({config.whisper_model})", analyzer.whisper),
+            ("Warm-up analysis (first-run compilation, once per server)", lambda: _warm_once(config, analyzer)),
+        )
+        for what, run in steps:
+            line = st.empty()
+            line.text(f"{what}: loading…")
+            t0 = time.monotonic()
+            run()
+            line.text(f"{what}: ready ({time.monotonic() - t0:.1f} s)")
+        box.update(label="Models ready", state="complete", expanded=False)
+    return analyzer
+
+
+def _model_header(st, config: Config):
+    """Model names (loads the models once per process, showing what is loading); None when a model is
+    unavailable."""
+    from dashboard.caveats import INTENDED_USE, model_caveat
+
     try:
-        with st.spinner("Loading models…"):
-            analyzer = get_analyzer(config)
-            info = analyzer.model_info()
-            _warm_once(config, analyzer)
+        analyzer = _load_models(st, config)
+        info = analyzer.model_info()
     except Exception as exc:  # ModelUnavailableError says which model and how to get it
-        st.error(f"The live tab cannot run: {exc}")
+        logger.exception("live: models could not load")
+        st.error("The live tab cannot run: " + md_escape(exc))
         return None
-    st.caption(f"Emotion model: `{info.emotion}` · Whisper: `{info.whisper or 'off'}` · "
-               f"explanations: fast · Whisper beam: {config.live_beam_size}")
+    st.caption(md_escape(f"Emotion model: {info.emotion} · Whisper: {info.whisper or 'off'} · "
+                         f"explanations: fast · Whisper beam: {config.live_beam_size}"))
+    off = whisper_off_reason(config, info.whisper)
+    if off:
+        st.info(md_escape(off))
     if not info.emotion_trained:
-        st.warning(f"The emotion model {info.emotion} is untrained (random weights): its scores are not emotions.")
+        st.warning(f"The emotion model {md_escape(info.emotion)} is untrained (random weights): its scores are "
+                   "not emotions.")
     if info.absent_labels:
-        st.caption("Not predicted by this model: " + ", ".join(info.absent_labels))
+        st.caption(md_escape("Not predicted by this model: " + ", ".join(info.absent_labels)))
+    st.caption(md_escape(model_caveat(info.emotion, info.emotion_trained)))
+    st.caption(md_escape(INTENDED_USE))
     return info
 
 
 def _saved_message(st, saved: SavedSession) -> None:
     n = len(saved.result.chunks)
     if saved.stored:
-        st.success(f"Saved session {saved.session_id}: {saved.path} ({saved.result.duration_s:.1f} s, {n} chunk(s)). "
-                   "It is listed on the File and Explain pages.")
+        st.success(md_escape(f"Saved session {saved.session_id}: {saved.path} ({saved.result.duration_s:.1f} s, "
+                             f"{n} chunk(s)). It is listed on the File and Explain pages."))
     else:
-        st.warning(f"Recording saved to {saved.path} ({n} chunk(s)), but the warehouse write failed: "
-                   f"{saved.warehouse_error}")
+        st.warning(md_escape(f"Recording saved to {saved.path} ({n} chunk(s)), but the warehouse write failed: "
+                             f"{saved.warehouse_error}"))
 
 
 def _finish(st, session: LiveSession, config: Config) -> None:
@@ -330,7 +377,7 @@ def _finish(st, session: LiveSession, config: Config) -> None:
         try:
             st.session_state[_LAST] = save_session(session, config)
         except ValueError as exc:
-            st.warning(f"Nothing saved: {exc}")
+            st.warning("Nothing saved: " + md_escape(exc))
 
 
 def _new_session(config: Config) -> LiveSession:
@@ -429,14 +476,14 @@ def _fallback(st, config: Config, info) -> None:
         try:
             audio = decode_bytes(data, "microphone clip")
         except Exception as exc:  # AudioError names the reason
-            st.error(f"The recording cannot be read: {exc}")
+            st.error("The recording cannot be read: " + md_escape(exc))
             return
         with st.spinner("Analysing the recording…"):
             session = analyse_recording(audio.samples, audio.sample_rate, config)
             try:
                 done[digest] = save_session(session, config)
             except ValueError as exc:
-                st.warning(f"Nothing saved: {exc}")
+                st.warning("Nothing saved: " + md_escape(exc))
                 return
     saved = done[digest]
     _saved_message(st, saved)

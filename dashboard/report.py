@@ -247,10 +247,13 @@ class _Doc:
         }
         self.font = font
         self.items: list = []
+        self.plain: list[str] = []
+        """Every paragraph's text, in order (what the report says, for tests and logs)."""
 
     def text(self, text: str, style: str = "p") -> None:
         from reportlab.platypus import Paragraph
 
+        self.plain.append(text)
         self.items.append(Paragraph(escape(text), self.styles[style]))
 
     def space(self, h: float = 6) -> None:
@@ -299,7 +302,7 @@ class _Doc:
 
 
 def _fmt(v: Any, digits: int = 2) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+    if data.missing(v):
         return ""
     if isinstance(v, float):
         return f"{v:.{digits}f}"
@@ -310,8 +313,18 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def file_pdf(db: str, file_id: int) -> bytes:
-    """A PDF report of one file: models, warnings, chunk timeline, emotion distribution, chunk table
+def _caveats(doc: _Doc, models: list[tuple[str | None, bool]]) -> None:
+    """The emotion model caveat(s) and the intended-use notice, as on the pages (``dashboard.caveats``)."""
+    from dashboard.caveats import INTENDED_USE, model_caveats
+
+    for text in model_caveats(models):
+        doc.text(text)
+    doc.text(INTENDED_USE, "small")
+    doc.space()
+
+
+def file_report(db: str, file_id: int) -> _Doc:
+    """The PDF report of one file: models, warnings, chunk timeline, emotion distribution, chunk table
     and, for its first explained chunks, SHAP bars, LIME over the waveform and attention maps."""
     from dashboard.media import AudioUnavailable, chunk_samples, load_audio
     from pipeline import plots
@@ -330,6 +343,7 @@ def file_pdf(db: str, file_id: int) -> bytes:
              f"{_fmt(info.get('ingested_at'))} · report made {_now()}")
     if not trained:
         doc.text(UNTRAINED_WARNING, "warn")
+    _caveats(doc, [(info.get("emotion_model"), trained)])
     if absent:
         doc.text("Classes this model does not have (shown as 'absent', not 0): " + ", ".join(absent))
     for note in info.get("notes") or []:
@@ -352,7 +366,7 @@ def file_pdf(db: str, file_id: int) -> bytes:
         for r in chunks.head(MAX_TABLE_CHUNKS).itertuples():
             base = ["absent" if e in absent else _fmt(getattr(r, e)) for e in BASE_EMOTIONS]
             extra = "; ".join(x for x in (r.granular, r.complex) if isinstance(x, str))
-            rows.append([r.idx, _fmt(r.start_s), _fmt(r.end_s), r.dominant or "", *base, extra, r.transcript or ""])
+            rows.append([r.idx, _fmt(r.start_s), _fmt(r.end_s), _fmt(r.dominant), *base, extra, _fmt(r.transcript)])
         doc.table(rows, widths=[18, 32, 32, 46] + [34] * 6 + [70, 95])
         if len(chunks) > MAX_TABLE_CHUNKS:
             doc.text(f"First {MAX_TABLE_CHUNKS} of {len(chunks)} chunks; the CSV export has them all.", "small")
@@ -381,11 +395,16 @@ def file_pdf(db: str, file_id: int) -> bytes:
     if len(chunks) > len(explained) and len(explained):
         doc.text(f"Explanations drawn for the first {len(explained)} explained chunks; the dashboard's Explain page "
                  f"shows any chunk.", "small")
-    return doc.build()
+    return doc
 
 
-def selection_pdf(db: str, filters: data.Filters) -> bytes:
-    """A PDF report of the Overview's selection: filters, figures, emotion mix and distribution, over
+def file_pdf(db: str, file_id: int) -> bytes:
+    """``file_report`` as PDF bytes."""
+    return file_report(db, file_id).build()
+
+
+def selection_report(db: str, filters: data.Filters) -> _Doc:
+    """The PDF report of the Overview's selection: filters, figures, emotion mix and distribution, over
     time, by folder and the newest files."""
     from pipeline import plots
 
@@ -399,13 +418,14 @@ def selection_pdf(db: str, filters: data.Filters) -> bytes:
     doc.text("Selection: " + "; ".join(filters.describe()))
     if not trained_only:
         doc.text("This selection includes untrained (random-weight) models: their scores are not emotions.", "warn")
+    _caveats(doc, data.selection_models(db, filters))
     doc.table([["files", "audio hours", "speech hours", "chunks", "failed files", "skipped files"],
                [fig.files, f"{fig.audio_hours:.2f}", f"{fig.speech_hours:.2f}", fig.chunks, fig.failed_files,
                 fig.skipped_files]])
     doc.space(10)
     if fig.chunks == 0:
         doc.text("No chunks match this selection.")
-        return doc.build()
+        return doc
     doc.image(mix_png(mix, trained=trained_only))
     means = {r.label: (None if pd.isna(r.mean_score) else float(r.mean_score)) for r in mix.itertuples()}
     doc.image(plots.plot_emotion_distribution(means, trained=trained_only,
@@ -423,10 +443,16 @@ def selection_pdf(db: str, filters: data.Filters) -> bytes:
     if len(files):
         doc.text("Newest files of the selection", "h2")
         rows = [["file", "duration s", "chunks", "top emotion", "model", "trained"]]
-        rows += [[r.path, _fmt(r.duration_s, 1), r.chunks, r.top_emotion or "", r.emotion_model,
+        rows += [[r.path, _fmt(r.duration_s, 1), r.chunks, _fmt(r.top_emotion), r.emotion_model,
                   "yes" if r.emotion_trained else "NO (not emotions)"] for r in files.itertuples()]
         doc.table(rows, widths=[210, 45, 40, 60, 90, 70])
-    return doc.build()
+    return doc
 
 
-__all__ = ["file_csv", "file_json", "file_pdf", "selection_csv", "selection_json", "selection_pdf"]
+def selection_pdf(db: str, filters: data.Filters) -> bytes:
+    """``selection_report`` as PDF bytes."""
+    return selection_report(db, filters).build()
+
+
+__all__ = ["file_csv", "file_json", "file_pdf", "file_report", "selection_csv", "selection_json", "selection_pdf",
+           "selection_report"]

@@ -55,20 +55,28 @@ def _print_table(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from rich.markup import escape
+
+    from flows.text import printable
+
+    def text(value) -> str:  # user and model strings are text, never rich markup or control characters
+        return escape(printable(value))
+
     console = Console(width=None if sys.stdout.isatty() else 160)
     m = result.models
-    console.print(f"[bold]{result.file}[/bold]  {result.duration_s:.2f} s  "
-                  f"emotion model: {m.emotion}  whisper: {m.whisper or 'none'}")
-    if m.emotion == "compact":
+    console.print(f"[bold]{text(result.file)}[/bold]  {result.duration_s:.2f} s  "
+                  f"emotion model: {text(m.emotion)}  whisper: {text(m.whisper or 'none')}")
+    if m.emotion in ("compact", "whisper-head"):
         from pipeline.compact import card_summary
+        from pipeline.whisper_emotion import card_summary as head_summary
 
-        summary = card_summary()
+        summary = card_summary() if m.emotion == "compact" else head_summary()
         if summary:
             console.print(f"[dim]{summary}[/dim]")
     if m.absent_labels:
         console.print(f"absent classes (this model does not have them): {', '.join(m.absent_labels)}")
     for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {text(note)}")
     show = m.emotion_trained
     if not show:
         console.print("[red]UNTRAINED emotion model: its scores are not emotions and are not shown "
@@ -87,7 +95,7 @@ def _print_table(result) -> None:
                 ", ".join(g.name for g in c.granular[:3]),
                 ", ".join(f"{x.name} {x.confidence:.2f}" for x in c.complex),
             ]
-        table.add_row(*row, (c.transcript or "")[:80])
+        table.add_row(*row, text((c.transcript or "")[:80]))
     console.print(table)
 
 
@@ -107,12 +115,30 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import subprocess
 
-    cfg = _config(args)
-    env = dict(os.environ, EMOTIVOICE_DB=str(Path(cfg.db).resolve()))
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
+    from dashboard import auth
+
+    cfg = _config(args, no_login=True if getattr(args, "no_login", False) else None)
+    # Login: refuse a network address without one (or without --no-login), before anything starts.
+    secrets = auth.secrets_paths(getattr(args, "secrets", None), ROOT)
+    plan = auth.plan_serving(args.host, args.port, cfg, secrets)
+    if plan.problem:
+        print(f"emotivoice dashboard: {plan.problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for note in plan.notes:
+        print(note, file=sys.stderr)
+    env = dict(os.environ, EMOTIVOICE_DB=str(Path(cfg.db).resolve()),
+               EMOTIVOICE_VIEWERS=",".join(cfg.viewers), EMOTIVOICE_ANALYSTS=",".join(cfg.analysts),
+               EMOTIVOICE_NO_LOGIN="true" if cfg.no_login else "false")
+    toml = getattr(args, "config", None) or os.environ.get("EMOTIVOICE_CONFIG") or (
+        "emotivoice.toml" if Path("emotivoice.toml").is_file() else None)
+    if toml:  # the app runs in ROOT: hand it the same file
+        env["EMOTIVOICE_CONFIG"] = str(Path(toml).resolve())
+    cmd = [sys.executable, "-m", "dashboard.serve", "run", str(ROOT / "dashboard" / "app.py"),  # = streamlit run
            "--server.address", args.host, "--server.port", str(args.port),
-           "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    print(f"EmotiVoice dashboard on http://{args.host}:{args.port}  (database: {cfg.db}; Ctrl-C to stop)")
+           "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           *(arg for path in secrets for arg in ("--secrets.files", str(path)))]
+    login = "login: " + ", ".join(plan.login.providers) if plan.login else "no login"
+    print(f"EmotiVoice dashboard on http://{args.host}:{args.port}  (database: {cfg.db}; {login}; Ctrl-C to stop)")
     return subprocess.call(cmd, env=env, cwd=str(ROOT))
 
 
@@ -121,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emotivoice", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="TOML configuration file (default: $EMOTIVOICE_CONFIG or ./emotivoice.toml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (errors are one line)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("analyze", help="analyse one audio file: chunks, emotions, transcript")
@@ -132,8 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dashboard", help="run the Streamlit dashboard on 127.0.0.1")
     p.add_argument("--db")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; any but loopback needs a login or --no-login (docs/serving.md)")
     p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--no-login", action="store_true",
+                   help="serve a network address without a login, on purpose: everyone who reaches it is an analyst")
+    p.add_argument("--secrets", help="Streamlit secrets file with the [auth] login "
+                   "(default: ~/.streamlit/secrets.toml and .streamlit/secrets.toml of the project)")
     p.set_defaults(func=cmd_dashboard)
 
     _optional_commands(sub)
@@ -147,7 +179,7 @@ def _optional_commands(sub) -> None:
     from warehouse import cli as wcli
 
     for name, help_text, add_arguments, run in (
-        ("train", "train an emotion model (compact or HuBERT head) on labelled speech",
+        ("train", "train an emotion model (compact, HuBERT head or Whisper-encoder head) on labelled speech",
          train.add_train_arguments, train.run_train),
         ("evaluate", "evaluate an emotion model: UAR, WA, macro-F1, confusion",
          train.add_evaluate_arguments, train.run_evaluate),
@@ -168,14 +200,33 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     from pipeline.types import AudioError, ModelUnavailableError
 
+    from warehouse.errors import WarehouseError, one_line
+
     try:
         return int(args.func(args) or 0)
     except (AudioError, ModelUnavailableError, FileNotFoundError, ValueError) as exc:
-        print(f"emotivoice {args.command}: {exc}", file=sys.stderr)
+        _debug_traceback(args)
+        print(f"emotivoice {args.command}: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except WarehouseError as exc:  # busy, not a database, limits: one line, the error's exit code
+        _debug_traceback(args)
+        print(f"emotivoice {args.command}: {one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # anything else: still one line (the traceback with --debug)
+        _debug_traceback(args)
+        print(f"emotivoice {args.command}: {type(exc).__name__}: {one_line(exc)}"
+              + ("" if args.debug else " (--debug shows the traceback)"), file=sys.stderr)
+        return 1
+
+
+def _debug_traceback(args: argparse.Namespace) -> None:
+    if getattr(args, "debug", False):
+        import traceback
+
+        traceback.print_exc()
 
 
 if __name__ == "__main__":

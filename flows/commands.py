@@ -12,7 +12,7 @@ EXAMPLES = ROOT / "examples" / "audio"
 
 
 def prefect_local_env(config) -> None:
-    """Prefect's local mode: a temporary server it starts itself, home under our data dir, no telemetry."""
+    """Prefect's local mode: home under our data dir, no telemetry (the server: ``flows.server``)."""
     home = config.data_path.resolve() / "prefect"
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(home))
@@ -31,10 +31,15 @@ def _add_ingest_options(p: argparse.ArgumentParser, add_model_options) -> None:
 
 def cmd_ingest(args, make_config) -> int:
     config = make_config(args)
+    if getattr(args, "retry_failed", False):
+        config = config.replace(retry_failed=True)
     prefect_local_env(config)
     from flows.ingest import ingest_folder
 
-    summary = ingest_folder(args.dir, options=config, progress=sys.stderr.isatty() or args.progress)
+    from flows.lifecycle import stop_on_signals
+
+    with stop_on_signals(config):  # SIGTERM/SIGINT/SIGHUP: run 'interrupted', server stopped, bounded time
+        summary = ingest_folder(args.dir, options=config, progress=sys.stderr.isatty() or args.progress)
     for line in summary.lines():
         print(line)
     return 0 if summary.status in ("completed", "skipped") else 1
@@ -56,7 +61,10 @@ def cmd_demo(args, make_config) -> int:
     from flows.ingest import ingest_folder
 
     print(f"EmotiVoice demo: ingesting {EXAMPLES.relative_to(ROOT)} into {config.db}")
-    summary = ingest_folder(EXAMPLES, options=config, progress=True)
+    from flows.lifecycle import stop_on_signals
+
+    with stop_on_signals(config):
+        summary = ingest_folder(EXAMPLES, options=config, progress=True)
     for line in summary.lines():
         print(line)
     from warehouse import query
@@ -77,6 +85,10 @@ def add_commands(sub, add_model_options, make_config) -> None:
     p = sub.add_parser("ingest", help="ingest a folder of recordings into the warehouse (Prefect flow)")
     _add_ingest_options(p, add_model_options)
     p.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="also retry files that failed in an earlier run and are unchanged (by default a file "
+                        "that failed because of its content, e.g. one that crashed the decoder, is retried "
+                        "only once it changes)")
     p.set_defaults(func=lambda a: cmd_ingest(a, make_config))
 
     p = sub.add_parser("schedule", help="serve a Prefect deployment that ingests a folder on a cron schedule")

@@ -2,15 +2,22 @@
 
 Shape of a run (``ingest_folder``):
 
-1. discover files under ``root`` (recursively; hidden entries and non-audio content are recorded as
-   ``skipped`` with the reason; audio is recognised by content via ``pipeline.audio.probe_audio``);
+1. discover files under ``root`` (recursively; ``discover``): a file with an audio extension, or whose
+   content probes as audio (``pipeline.isolate.probe_isolated``), is audio; hidden entries and other
+   files are recorded as ``skipped`` with the reason. Audio that then cannot be decoded is ``failed``
+   with its reason and ``error_type`` (decode, unsupported, truncated, crashed, timeout, unreadable);
 2. hash each file; files the warehouse already has for these settings are skipped, content already
-   analysed at another path is copied without running the models;
+   analysed at another path is copied without running the models, and a file that failed before
+   because of its content is not retried until it changes (``--retry-failed`` retries it);
 3. each remaining file is one Prefect task ``analyze_file_task`` (decode -> chunk -> emotions ->
    transcript -> features -> explanations) that writes its result to a *staging file* and returns only
    that path (tasks pass paths and ids, never arrays: Prefect persists task results);
 4. the flow process is the single DuckDB writer: as tasks finish it loads each staging file and writes
    the file's rows in one transaction (with retry/backoff when the database is busy), then deletes it.
+
+Crash isolation: decoding runs in a child process (``pipeline.isolate``), so a file that crashes the
+decoder (SIGSEGV, abort, out of memory) or hangs it is one ``failed`` row ("crashed the analyser:
+SIGSEGV") and the run goes on.
 
 Kill-safety: a staging file appears atomically (write + rename) and a warehouse write is one
 transaction, so ``kill -9`` at any point leaves either nothing or a whole file; the next run skips what
@@ -34,12 +41,17 @@ from prefect import flow, get_run_logger, task
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.text import printable
 from pipeline.config import Config
 
 logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- options and summary
+#: Files named per list (failed, failed before, skipped) in the printed summary.
+SUMMARY_MAX_LISTED = 50
+
+
 @dataclass
 class IngestSummary:
     run_id: str
@@ -53,13 +65,24 @@ class IngestSummary:
     audio_s: float = 0.0
     wall_s: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    files_failed_before: int = 0
+    """Files that failed in an earlier run because of their content and are unchanged: not retried."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed_before: list[tuple[str, str]] = field(default_factory=list)
+    models: dict[str, Any] = field(default_factory=dict)
+    """emotion, emotion_trained, whisper: the models the run used."""
+    root: str = ""
+    """The folder the run ingested (absolute), recorded even when every file was unchanged."""
 
     @property
     def realtime_factor(self) -> float:
         """Audio seconds analysed per wall-clock second (× real time)."""
         return self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
 
-    def lines(self) -> list[str]:
+    def lines(self, max_listed: int = SUMMARY_MAX_LISTED) -> list[str]:
+        """The summary as printable lines. File names and reasons are escaped (``printable``): a newline
+        or a terminal escape in a name cannot forge or hide a line. Each list names at most
+        ``max_listed`` files (the rest are in the files table)."""
         out = [
             f"run {self.run_id}: {self.status}",
             f"files: {self.files_ok} ok, {self.files_failed} failed, {self.files_skipped} skipped, "
@@ -67,25 +90,73 @@ class IngestSummary:
             f"chunks: {self.chunks}   audio: {self.audio_s / 3600:.4f} h ({self.audio_s:.1f} s)   "
             f"wall: {self.wall_s:.1f} s   speed: {self.realtime_factor:.2f}× real time",
         ]
-        out += [f"  failed: {p}: {why}" for p, why in self.failures]
+        if self.models:
+            m = self.models
+            trained = "" if m.get("emotion_trained", True) else " (UNTRAINED: scores are not emotions)"
+            out.append(f"models: emotion {printable(m.get('emotion'))}{trained}, "
+                       f"whisper {printable(m.get('whisper') or 'none')}")
+        if self.files_failed_before:
+            out.append(f"{self.files_failed_before} file(s) failed in an earlier run and are unchanged: "
+                       "not retried (--retry-failed retries them)")
+        for label, rows in (("failed", self.failures), ("failed before", self.failed_before),
+                            ("skipped", self.skipped)):
+            out += [f"  {label}: {printable(p)}: {printable(why)}" for p, why in rows[:max_listed]]
+            if len(rows) > max_listed:
+                out.append(f"  ... and {len(rows) - max_listed} more {label} (see the files table)")
         return out
 
 
 # ----------------------------------------------------------------------------- discovery
+#: Extensions that make a file audio by name: if it then cannot be decoded it is 'failed', not 'skipped'.
+AUDIO_EXTENSIONS = frozenset({
+    ".wav", ".wave", ".bwf", ".rf64", ".w64", ".flac", ".mp3", ".mp2", ".ogg", ".oga", ".opus", ".spx",
+    ".m4a", ".m4b", ".aac", ".mp4", ".webm", ".weba", ".mka", ".wma", ".aif", ".aiff", ".aifc", ".caf",
+    ".amr", ".3gp", ".au", ".snd", ".ac3", ".ape", ".wv"})
+#: Leading bytes of audio containers: a file without an audio extension that starts like this but does
+#: not probe as audio is damaged audio ('failed'), not some other kind of file ('skipped').
+_AUDIO_MAGIC = (b"RIFF", b"RF64", b"fLaC", b"ID3", b"OggS", b"FORM", b"caff", b"\x1aE\xdf\xa3", b"#!AMR",
+                b".snd", b"MAC ", b"wvpk")
+
+
 @dataclass
 class Discovered:
     audio: list[Path]
     skipped: list[tuple[Path, str]]
+    failed: list[tuple[Path, str, str]] = field(default_factory=list)
+    """(path, reason, error_type): audio-looking files found broken while discovering."""
 
 
-def discover(root: Path) -> Discovered:
-    """Walk ``root``; audio is recognised by content. Hidden entries and non-audio are skipped with a reason."""
+def _looks_like_audio(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return False
+    return head.startswith(_AUDIO_MAGIC) or head[4:8] == b"ftyp"
+
+
+def discover(root: Path, config: Config | None = None) -> Discovered:
+    """Walk ``root`` (sorted, hidden entries skipped with a reason).
+
+    A file with an audio extension is audio (decoding tells later whether it is good). Any other file is
+    probed by content, in a child process when ``config.decode_isolation`` (a crash while probing fails
+    that file): audio is audio, a broken file that starts like an audio container is failed, anything
+    else is skipped as 'not audio: <reason>'. A folder that cannot be read is failed ('unreadable').
+    """
     from pipeline.audio import probe_audio
+    from pipeline.isolate import probe_isolated
     from pipeline.types import AudioError
 
+    config = config or Config()
     audio: list[Path] = []
     skipped: list[tuple[Path, str]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    failed: list[tuple[Path, str, str]] = []
+    to_probe: list[Path] = []
+
+    def unreadable(err: OSError) -> None:
+        failed.append((Path(err.filename or root), f"cannot read folder: {err.strerror or err}", "unreadable"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         hidden_dirs = [d for d in dirnames if d.startswith(".")]
         for d in hidden_dirs:
             skipped.append((Path(dirpath) / d, "hidden folder (not searched)"))
@@ -94,14 +165,34 @@ def discover(root: Path) -> Discovered:
             path = Path(dirpath) / name
             if name.startswith("."):
                 skipped.append((path, "hidden file"))
-                continue
-            try:
-                probe_audio(path)
-            except AudioError as exc:
-                skipped.append((path, f"not audio: {exc.reason}"))
-                continue
-            audio.append(path)
-    return Discovered(audio, skipped)
+            elif path.suffix.lower() in AUDIO_EXTENSIONS:
+                audio.append(path)
+            else:
+                to_probe.append(path)
+    if to_probe:
+        if config.decode_isolation:
+            results = probe_isolated(to_probe, timeout_s=min(60.0, config.decode_timeout_s))
+        else:
+            results = ((str(p), _probe_or_error(probe_audio, p)) for p in to_probe)
+        for name, outcome in results:
+            path = Path(name)
+            if not isinstance(outcome, AudioError):
+                audio.append(path)
+            elif outcome.kind in ("crashed", "timeout", "unreadable") or _looks_like_audio(path):
+                failed.append((path, outcome.reason, outcome.kind))
+            else:
+                skipped.append((path, f"not audio: {outcome.reason}"))
+    audio.sort()
+    return Discovered(audio, skipped, failed)
+
+
+def _probe_or_error(probe, path: Path):
+    from pipeline.types import AudioError
+
+    try:
+        return probe(path)
+    except AudioError as exc:
+        return exc
 
 
 # ----------------------------------------------------------------------------- staging
@@ -133,7 +224,8 @@ TRANSIENT = (MemoryError, TimeoutError, OSError)
 def analyze_file_task(path: str, sha256: str, config_json: str, stage: str) -> dict:
     """Analyse one file and leave its result in ``stage`` (a path). Returns a small status dict.
 
-    Bad audio is not an error of the run: it comes back as ``{"status": "failed", "error": reason}``.
+    Bad audio is not an error of the run: it comes back as
+    ``{"status": "failed", "error": reason, "error_type": kind}`` (``pipeline.types.AUDIO_ERROR_KINDS``).
     Transient errors (out of memory, I/O) raise, and Prefect retries them with backoff.
     """
     from pipeline.analyze import get_analyzer
@@ -149,8 +241,8 @@ def analyze_file_task(path: str, sha256: str, config_json: str, stage: str) -> d
     try:
         result = get_analyzer(config).analyze_file(path)
     except AudioError as exc:
-        log.warning("%s: failed: %s", path, exc.reason)
-        return {"status": "failed", "error": exc.reason}
+        log.warning("%s: failed (%s): %s", path, exc.kind, exc.reason)
+        return {"status": "failed", "error": exc.reason, "error_type": exc.kind}
     _write_atomic(stage_p, result)
     took = time.perf_counter() - t0
     log.info("%s: %d chunks, %.1f s audio in %.1f s (%.1f× real time)", path, len(result.chunks),
@@ -199,13 +291,16 @@ def ingest_flow(root: str, config_json: str, progress: bool = False) -> dict:
     """Ingest one folder into the warehouse named in the configuration (``db``)."""
     import warehouse
 
+    from flows.schedule import die_with_scheduler
+
     log = get_run_logger()
+    die_with_scheduler()  # a scheduled run's process never outlives `emotivoice schedule`
     config = Config().replace(**_config_from_json(config_json))
     root_p = Path(root)
     t_start = time.perf_counter()
     store = warehouse.Warehouse(config.db)
     run_id = store.start_run(config_json)
-    summary = IngestSummary(run_id=run_id, status="running")
+    summary = IngestSummary(run_id=run_id, status="running", root=str(root_p.resolve()))
     try:
         with corpus_lock(config, root_p, config.db) as got:
             if not got:
@@ -213,34 +308,88 @@ def ingest_flow(root: str, config_json: str, progress: bool = False) -> dict:
                 summary.failures.append((root, "another run of this corpus is in progress"))
                 log.warning("%s: another run of this corpus is in progress; nothing done", root)
                 return asdict(summary)
-            _run(store, config, config_json, root_p, summary, log, progress)
+            from warehouse.connection import patient_writes  # a busy database: wait and say so, never give up
+
+            with patient_writes(lambda msg: log.warning("%s; analysed files stay staged in %s until stored",
+                                                        msg, staging_dir(config))):
+                _run(store, config, config_json, root_p, summary, log, progress)
         summary.status = "completed"
-    except BaseException:
-        summary.status = "failed"
+    except BaseException as exc:
+        summary.status = "interrupted" if _is_interruption(exc) else "failed"
         raise
     finally:
         summary.wall_s = time.perf_counter() - t_start
         store.finish_run(run_id, summary.status, n_files=summary.files_ok + summary.files_copied,
-                         n_failed=summary.files_failed, summary=asdict(summary))
+                         n_failed=summary.files_failed, n_skipped=summary.files_skipped, summary=asdict(summary))
     return asdict(summary)
+
+
+def _is_interruption(exc: BaseException) -> bool:
+    """A signal stopped the run (Ctrl-C, SIGTERM via ``flows.lifecycle``, Prefect's termination of a
+    served flow run): it ends 'interrupted', not 'failed'."""
+    from prefect.exceptions import ExternalSignal
+
+    return isinstance(exc, (KeyboardInterrupt, SystemExit, ExternalSignal))
 
 
 def _run(store, config: Config, config_json: str, root: Path, summary: IngestSummary, log, progress: bool) -> None:
     from pipeline.analyze import get_analyzer, settings_key
     from pipeline.audio import file_sha256
 
-    found = discover(root)
+    from pipeline.types import AudioError
+
+    found = discover(root, config)
     for path, reason in found.skipped:
         store.write_skipped(str(path), reason, run_id=summary.run_id)
         summary.files_skipped += 1
-    settings = get_analyzer(config).settings()  # loads the models once, here, before any task
+        summary.skipped.append((str(path), reason))
+    analyzer = get_analyzer(config)
+    settings = analyzer.settings()  # loads the models once, here, before any task
     skey = settings_key(settings)
+    info = analyzer.model_info()
+    summary.models = {"emotion": info.emotion, "emotion_trained": bool(info.emotion_trained),
+                      "whisper": info.whisper}
+
+    def failed(path: str, sha: str | None, reason: str, kind: str) -> None:
+        store.write_failed(path, sha, reason, run_id=summary.run_id, error_type=kind)
+        summary.failures.append((path, reason))
+        summary.files_failed += 1
+
+    def hash_or_fail(path: str) -> str | None:
+        try:
+            return file_sha256(path)
+        except AudioError as exc:
+            failed(path, None, exc.reason, exc.kind)
+            return None
+
+    def failed_before(path: str, sha: str) -> bool:
+        if config.retry_failed:
+            return False
+        prev = store.failed_before(path, sha)
+        if prev is not None:
+            summary.files_failed_before += 1
+            summary.failed_before.append((path, prev[0]))
+        return prev is not None
+
+    for path, reason, kind in found.failed:  # broken while discovering (a probe crashed, a folder unreadable)
+        sha = None
+        if kind != "unreadable":
+            try:
+                sha = file_sha256(path)
+            except AudioError:
+                pass
+        if sha is None or not failed_before(str(path), sha):
+            failed(str(path), sha, reason, kind)
 
     todo: dict[str, list[str]] = {}  # sha256 -> paths needing results
     for path in found.audio:
-        sha = file_sha256(path)
+        sha = hash_or_fail(str(path))
+        if sha is None:
+            continue
         if store.already_done(str(path), sha, skey):
             summary.files_unchanged += 1
+            continue
+        if failed_before(str(path), sha):
             continue
         src = store.find_reusable(sha, skey)
         if src is not None:
@@ -260,7 +409,7 @@ def _run(store, config: Config, config_json: str, root: Path, summary: IngestSum
         try:
             out = fut.result()
         except Exception as exc:  # retries exhausted: a plain reason, the run goes on
-            out = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            out = _failure_of(exc)
         if out["status"] == "ok":
             with open(out["stage"], "rb") as fh:
                 result = pickle.load(fh)
@@ -274,15 +423,25 @@ def _run(store, config: Config, config_json: str, root: Path, summary: IngestSum
             summary.audio_s += result.duration_s
         else:
             for p in paths:
-                store.write_failed(p, sha, out["error"], run_id=summary.run_id)
-                summary.failures.append((p, out["error"]))
-            summary.files_failed += len(paths)
+                failed(p, sha, out["error"], out.get("error_type") or "crashed")
         if bar is not None:
             bar.update(1)
             wall = max(1e-9, bar.format_dict["elapsed"])
             bar.set_postfix_str(f"{summary.audio_s / 3600:.3f} h audio, {summary.audio_s / wall:.2f}× rt")
     if bar is not None:
         bar.close()
+
+
+def _failure_of(exc: BaseException) -> dict:
+    """A task that raised (after its retries): the failed outcome, with a reason and an error_type."""
+    if isinstance(exc, TimeoutError):
+        return {"status": "failed", "error": f"timed out: {exc}", "error_type": "timeout"}
+    if isinstance(exc, MemoryError):
+        return {"status": "failed", "error": "crashed the analyser: out of memory", "error_type": "crashed"}
+    if isinstance(exc, OSError):
+        return {"status": "failed", "error": f"cannot read: {exc.strerror or exc}", "error_type": "unreadable"}
+    return {"status": "failed", "error": f"crashed the analyser: {type(exc).__name__}: {' '.join(str(exc).split())}",
+            "error_type": "crashed"}
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -297,6 +456,9 @@ def _progress_bar(total: int, enabled: bool):
 def ingest_folder(root: str | os.PathLike, db: str | None = None, options: Config | None = None, *,
                   workers: int | None = None, task_runner: Any = None, progress: bool = False) -> IngestSummary:
     """Run the ingestion flow on ``root`` into ``db`` (default: the configuration's database).
+
+    Against the configured Prefect API; without one, against a local server started for the call and
+    stopped after it, which the kernel stops too if this process dies (``flows.server``).
 
     Args:
         root: folder of recordings (searched recursively).
@@ -319,5 +481,8 @@ def ingest_folder(root: str | os.PathLike, db: str | None = None, options: Confi
         raise FileNotFoundError(f"{root}: no such folder")
     n = workers or config.workers
     runner = task_runner or ThreadPoolTaskRunner(max_workers=max(1, n))
-    result = ingest_flow.with_options(task_runner=runner)(str(root_p), config.to_json(), progress=progress)
+    from flows.server import prefect_api
+
+    with prefect_api(config):  # the configured Prefect API, else a server of ours that dies with us
+        result = ingest_flow.with_options(task_runner=runner)(str(root_p), config.to_json(), progress=progress)
     return IngestSummary(**result)

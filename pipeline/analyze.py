@@ -1,8 +1,8 @@
 """One entry point: ``analyze_file`` / ``analyze_signal`` chain every stage on one code path.
 
-decode -> chunk on silence -> emotions (batched) -> granular/complex -> transcript (Whisper's own
-30 s windows) -> acoustic features -> explanations. The live tab, the CLI and the ingestion flow all
-call these functions; models load once per process (cached in ``Analyzer``).
+decode -> chunk (voice activity, or energy) -> speakers -> emotions (batched) -> granular/complex ->
+transcript (Whisper's own 30 s windows) -> acoustic features -> explanations. The live tab, the CLI and
+the ingestion flow all call these functions; models load once per process (cached in ``Analyzer``).
 """
 
 from __future__ import annotations
@@ -57,6 +57,14 @@ def settings_for(config: Config, emotion_name: str, whisper_name: str | None, *,
             "keep_silence_ms": config.keep_silence_ms,
             "min_chunk_s": config.min_chunk_s,
             "max_chunk_s": config.max_chunk_s,
+            "chunker": config.chunker,
+            "vad_threshold": config.vad_threshold if config.chunker == "vad" else None,
+            "vad_min_speech_ms": config.vad_min_speech_ms if config.chunker == "vad" else None,
+        },
+        "speakers": None if live or str(config.speakers).strip().lower() == "none" else {
+            "speakers": str(config.speakers).strip().lower(),
+            "max_speakers": config.max_speakers,
+            "speaker_threshold": config.speaker_threshold,
         },
     }
 
@@ -127,14 +135,15 @@ class Analyzer:
             AudioError: the file cannot be decoded (its name and a plain reason).
             ModelUnavailableError: a configured model is missing (which one, and how to get it).
         """
-        from pipeline.audio import decode_audio
+        from pipeline.isolate import decode_file
 
         t0 = time.perf_counter()
-        audio = decode_audio(path)
+        audio = decode_file(path, self.config)  # in a child process unless config.decode_isolation is off
+        decode_s = time.perf_counter() - t0  # decoding only: models load later, inside analyze_signal
         result = self.analyze_signal(audio.samples, audio.sample_rate, name=str(path), progress=progress)
         result.sample_rate = audio.source_sample_rate
         result.channels = audio.channels
-        result.timings["decode_s"] = time.perf_counter() - t0 - sum(result.timings.values())
+        result.timings["decode_s"] = decode_s
         return result
 
     def analyze_signal(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE, *, name: str = "<signal>",
@@ -161,10 +170,13 @@ class Analyzer:
         notes: list[str] = []
         say = progress or (lambda msg: None)
 
-        from pipeline.chunking import split_on_silence
+        from pipeline.chunking import chunk_speech
 
         t = time.perf_counter()
-        chunks: list[Chunk] = split_on_silence(samples, SAMPLE_RATE, cfg)
+        chunking = chunk_speech(samples, SAMPLE_RATE, cfg)
+        chunks: list[Chunk] = chunking.chunks
+        if chunking.note:
+            notes.append(chunking.note)
         timings["chunk_s"] = time.perf_counter() - t
         model = self.emotion()
         info = self.model_info()
@@ -201,6 +213,13 @@ class Analyzer:
         features = [tr.summarize().values for tr in tracks]
         timings["features_s"] = time.perf_counter() - t
 
+        say("speakers")
+        t = time.perf_counter()
+        speakers = self._speakers(samples, chunks, live=live)
+        if speakers.note:
+            notes.append(speakers.note)
+        timings["speakers_s"] = time.perf_counter() - t
+
         chunk_results: list[ChunkResult] = []
         for i, (c, p) in enumerate(zip(chunks, probs)):
             base, extra = base_scores(model, p)
@@ -216,6 +235,7 @@ class Analyzer:
                 language_probability=None if tr is None else tr.language_probability,
                 words=[] if tr is None else list(tr.words),
                 features=features[i],
+                speaker=speakers.labels[i],
             ))
 
         if tier != "none" and chunk_results:
@@ -236,6 +256,15 @@ class Analyzer:
             file=name, duration_s=round(duration, 3), sample_rate=SAMPLE_RATE, channels=1, models=info,
             chunks=chunk_results, settings=settings, notes=notes, timings=timings,
         )
+
+    def _speakers(self, samples: np.ndarray, chunks: list[Chunk], *, live: bool):
+        """Per-chunk speaker labels (``pipeline.speakers``); none in live mode, where each utterance is
+        analysed on its own and labels would not carry from one to the next."""
+        from pipeline.speakers import Speakers, assign_speakers
+
+        if live:
+            return Speakers([None] * len(chunks), "none")
+        return assign_speakers(samples, chunks, self.config)
 
     def _transcripts(self, samples: np.ndarray, chunks: list[Chunk], *, live: bool) -> list:
         """Whisper's transcript of each chunk (None each when transcription is off)."""

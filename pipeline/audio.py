@@ -2,14 +2,19 @@
 
 Everything goes through PyAV (FFmpeg's libraries, no subprocess): WAV (8/16/24/32-bit integer or
 float), FLAC, MP3, Ogg (Opus/Vorbis/FLAC), M4A/AAC, WebM/Matroska and anything else FFmpeg reads, at
-any sample rate and channel count. Decoding is packet by packet: each decoded frame is converted and
-resampled to float at the target rate by ``av.AudioResampler``, averaged over channels, and written into
-one preallocated buffer sized from the header's duration (blocks appended when there is no duration or
-it was short), so decoding a long file needs about its 16 kHz float32 size, at most about twice that.
+any sample rate, sample width and channel count. Decoding is packet by packet: each decoded frame's
+channels are read plane by plane and averaged in numpy (:func:`frame_to_mono`; PyAV's own
+``to_ndarray`` crashes on planar audio with 8+ channels), the mono signal is resampled to the target
+rate by ``av.AudioResampler`` (skipped when the rates agree) and written into one preallocated buffer
+sized from the header's duration (blocks appended when there is no duration or it was short), so
+decoding a long file needs about its 16 kHz float32 size, at most about twice that.
 
-Bad input of any kind raises :class:`pipeline.types.AudioError` with the file name and a plain reason:
-"file not found", "file is empty", "no audio stream", "no audio (zero length)",
-"truncated: ...", "could not decode: ...".
+Bad input of any kind raises :class:`pipeline.types.AudioError` with the file name, a plain reason
+and a kind: "file not found", "file is empty" (unreadable), "no audio stream" (unsupported),
+"no audio (zero length)", "could not decode: ..." (decode), "truncated: the header says 3.60 s but
+only 1.20 s could be decoded" (truncated; for WAV the header's data size is read directly, since
+FFmpeg silently clamps it to the file). :mod:`pipeline.isolate` runs decoding in a child process,
+adding the kinds 'crashed' and 'timeout'.
 
 Public API: :func:`decode_audio`, :func:`decode_bytes`, :func:`probe_audio`, :func:`file_sha256`,
 and the result types :class:`Audio` and :class:`AudioInfo`.
@@ -47,6 +52,8 @@ _MAX_BAD_PACKETS = 5
 _MAX_BAD_SHARE = 0.01
 #: Packets decoded by probe_audio to prove the stream really decodes.
 _PROBE_PACKETS = 16
+#: Mono samples gathered before each call of the resampler (64 Ki: 1.5 s at 44.1 kHz, 256 KiB).
+_RESAMPLE_BLOCK = 1 << 16
 
 
 @dataclass
@@ -125,7 +132,7 @@ def decode_bytes(data: bytes, name: str, *, sample_rate: int = TARGET_SAMPLE_RAT
         AudioError: empty or bad data, naming ``name``.
     """
     if not data:
-        raise AudioError(name, "file is empty")
+        raise AudioError(name, "file is empty", kind="unreadable")
     return _decode(io.BytesIO(data), name, sample_rate)
 
 
@@ -182,11 +189,11 @@ def file_sha256(path: str | os.PathLike) -> str:
         with open(name, "rb") as fh:
             return hashlib.file_digest(fh, "sha256").hexdigest()
     except FileNotFoundError:
-        raise AudioError(name, "file not found") from None
+        raise AudioError(name, "file not found", kind="unreadable") from None
     except IsADirectoryError:
-        raise AudioError(name, "not a file (a folder)") from None
+        raise AudioError(name, "not a file (a folder)", kind="unreadable") from None
     except OSError as exc:
-        raise AudioError(name, f"cannot read: {exc.strerror or exc}") from None
+        raise AudioError(name, f"cannot read: {exc.strerror or exc}", kind="unreadable") from None
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -203,15 +210,15 @@ def _check_file(name: str) -> None:
     try:
         st = p.stat()
     except FileNotFoundError:
-        raise AudioError(name, "file not found") from None
+        raise AudioError(name, "file not found", kind="unreadable") from None
     except OSError as exc:
-        raise AudioError(name, f"cannot read: {exc.strerror or exc}") from None
+        raise AudioError(name, f"cannot read: {exc.strerror or exc}", kind="unreadable") from None
     if p.is_dir():
-        raise AudioError(name, "not a file (a folder)")
+        raise AudioError(name, "not a file (a folder)", kind="unreadable")
     if st.st_size == 0:
-        raise AudioError(name, "file is empty")
+        raise AudioError(name, "file is empty", kind="unreadable")
     if not os.access(name, os.R_OK):
-        raise AudioError(name, "cannot read: permission denied")
+        raise AudioError(name, "cannot read: permission denied", kind="unreadable")
 
 
 def _plain(exc: BaseException) -> str:
@@ -260,21 +267,23 @@ def _open_audio(source: str | IO[bytes], name: str) -> Iterator[tuple]:
     try:
         container = av.open(source, mode="r")
     except FileNotFoundError:
-        raise AudioError(name, "file not found") from None
+        raise AudioError(name, "file not found", kind="unreadable") from None
     except PermissionError:
-        raise AudioError(name, "cannot read: permission denied") from None
+        raise AudioError(name, "cannot read: permission denied", kind="unreadable") from None
     except (av.error.FFmpegError, ValueError, EOFError, OSError) as exc:
         if _looks_like_text(source):
-            raise AudioError(name, "could not decode: not audio (a text file)") from None
+            raise AudioError(name, "could not decode: not audio (a text file)", kind="unsupported") from None
         raise AudioError(name, "could not decode: not a recognised audio format, or a damaged header "
-                               f"({_plain(exc)})") from None
+                               f"({_plain(exc)})", kind="unsupported") from None
     try:
         if not container.streams.audio:
-            raise AudioError(name, "no audio stream" + (" (a text file)" if _looks_like_text(source) else ""))
+            raise AudioError(name, "no audio stream" + (" (a text file)" if _looks_like_text(source) else ""),
+                             kind="unsupported")
         stream = container.streams.audio[0]
         cc = stream.codec_context
         if cc is None or not cc.sample_rate or not cc.channels:
-            raise AudioError(name, "could not decode: the audio stream states no codec, sample rate or channels")
+            raise AudioError(name, "could not decode: the audio stream states no codec, sample rate or channels",
+                             kind="unsupported")
         yield container, stream
     finally:
         container.close()
@@ -377,33 +386,26 @@ class _SampleSink:
 
 
 def _decode(source: str | IO[bytes], name: str, sample_rate: int) -> Audio:
-    import av
-
     with _open_audio(source, name) as (container, stream):
         cc = stream.codec_context
         src_rate, channels = int(cc.sample_rate), int(cc.channels)
         declared = _header_duration(container, stream)
         exact = _exact_header_duration(source, container, stream)
+        riff = _riff_data_duration(source) if container.format.name == "wav" else None
+        if riff is not None:
+            exact = riff  # FFmpeg clamps a WAV's data size to the file size: the header's own figure
         expected = None
         if declared is not None and declared < _MAX_PREALLOC_S:
-            expected = int(declared * sample_rate * 1.01) + sample_rate // 10
+            expected = int(max(declared, exact or 0.0) * sample_rate * 1.01) + sample_rate // 10
         sink = _SampleSink(expected)
-        resampler = None
-        setup = None
+        mono = _MonoResampler(sink, sample_rate)
         bad_packets = packets = 0
         first_error: Exception | None = None
 
         def take(frames) -> None:
-            nonlocal resampler, setup
             for frame in frames:
-                key = (frame.format.name, frame.layout.nb_channels, frame.sample_rate)
-                if key != setup:  # first frame, or the stream changed its parameters mid-way
-                    if resampler is not None:
-                        _mix_into(sink, resampler.resample(None))
-                    resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=sample_rate)
-                    setup = key
-                frame.pts = None  # let the resampler count samples; timestamp gaps are not audio
-                _mix_into(sink, resampler.resample(frame))
+                if frame.samples:
+                    mono.feed(frame_to_mono(frame, name), int(frame.sample_rate or src_rate))
 
         for packet in _demux(container, stream, name):
             packets += 1
@@ -422,8 +424,7 @@ def _decode(source: str | IO[bytes], name: str, sample_rate: int) -> Audio:
         except _decode_errors() as exc:
             bad_packets += 1
             first_error = first_error or exc
-        if resampler is not None:
-            _mix_into(sink, resampler.resample(None))
+        mono.flush()
 
     samples = sink.finish()
     if bad_packets:
@@ -434,16 +435,142 @@ def _decode(source: str | IO[bytes], name: str, sample_rate: int) -> Audio:
         raise AudioError(name, "no audio (zero length)")
     duration = len(samples) / sample_rate
     if exact is not None and duration < exact - max(0.25, 0.02 * exact):
-        raise AudioError(name, f"truncated: the header says {exact:.2f} s but only {duration:.2f} s could be decoded")
+        raise AudioError(name, f"truncated: the header says {exact:.2f} s but only {duration:.2f} s could be "
+                               "decoded", kind="truncated")
     _sanitize(samples, name)
     return Audio(samples=samples, sample_rate=sample_rate, source_sample_rate=src_rate, channels=channels,
                  duration_s=duration, path=name)
 
 
-def _mix_into(sink: _SampleSink, frames) -> None:
-    for frame in frames:
-        planes = frame.to_ndarray()  # (channels, n) float32 for planar 'fltp'
-        sink.append(planes[0] if planes.shape[0] == 1 else planes.mean(axis=0, dtype=np.float32))
+#: numpy dtype and the scale that maps it into [-1, 1], by FFmpeg sample format (planar: 'p' suffix).
+_SAMPLE_FORMATS = {
+    "u8": (np.uint8, 1 / 128.0), "s16": (np.int16, 1 / 32768.0), "s32": (np.int32, 1 / 2147483648.0),
+    "s64": (np.int64, 1 / 9223372036854775808.0), "flt": (np.float32, 1.0), "dbl": (np.float64, 1.0),
+}
+
+
+def frame_to_mono(frame, name: str = "<audio>") -> np.ndarray:
+    """One decoded ``av.AudioFrame`` of any sample format and channel count -> mono float32 samples.
+
+    Reads each channel's plane by index and averages in numpy. (PyAV's ``frame.planes`` and
+    ``frame.to_ndarray()`` count planes by scanning for a NULL pointer past the last one, which
+    reads out of bounds and crashes the process for planar audio with 8 or more channels.)
+
+    Raises:
+        AudioError: a sample format numpy cannot represent (kind 'unsupported').
+    """
+    from av.audio.plane import AudioPlane
+
+    fmt = frame.format
+    base = fmt.name[:-1] if fmt.is_planar else fmt.name
+    if base not in _SAMPLE_FORMATS:
+        raise AudioError(name, f"could not decode: sample format {fmt.name!r} is not supported", kind="unsupported")
+    dtype, scale = _SAMPLE_FORMATS[base]
+    n = int(frame.samples)
+    ch = int(frame.layout.nb_channels) or 1
+    acc = np.zeros(n, dtype=np.float64 if dtype in (np.int32, np.int64, np.float64) else np.float32)
+    if fmt.is_planar:
+        for i in range(ch):
+            acc += np.frombuffer(AudioPlane(frame, i), dtype=dtype, count=n)
+    else:
+        packed = np.frombuffer(AudioPlane(frame, 0), dtype=dtype, count=n * ch).reshape(n, ch)
+        for i in range(ch):  # strided adds: several times faster than a sum over axis 1
+            acc += packed[:, i]
+    if base == "u8":
+        acc -= 128.0 * ch
+    acc *= scale / ch
+    return acc.astype(np.float32, copy=False)
+
+
+class _MonoResampler:
+    """Mono float32 at any rate -> ``sink`` at ``rate``: FFmpeg's resampler (stateful across frames),
+    or a plain copy when the rates already agree. Input is batched into blocks of about
+    ``_RESAMPLE_BLOCK`` samples (per-frame calls cost more than the resampling). A new source rate
+    mid-stream flushes the old one."""
+
+    def __init__(self, sink: _SampleSink, rate: int):
+        self.sink, self.rate = sink, rate
+        self.resampler = None
+        self.src_rate: int | None = None
+        self.pending: list[np.ndarray] = []
+        self.n_pending = 0
+
+    def feed(self, mono: np.ndarray, src_rate: int) -> None:
+        import av
+
+        if src_rate != self.src_rate:
+            self.flush()
+            self.src_rate = src_rate
+            self.resampler = None if src_rate == self.rate else \
+                av.AudioResampler(format="fltp", layout="mono", rate=self.rate)
+        if self.resampler is None:
+            self.sink.append(mono)
+            return
+        self.pending.append(mono)
+        self.n_pending += len(mono)
+        if self.n_pending >= _RESAMPLE_BLOCK:
+            self._resample_pending()
+
+    def _resample_pending(self) -> None:
+        import av
+
+        if not self.n_pending:
+            return
+        block = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
+        self.pending, self.n_pending = [], 0
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block, dtype=np.float32)[None, :],
+                                           format="fltp", layout="mono")
+        frame.sample_rate = self.src_rate
+        frame.pts = None  # let the resampler count samples; timestamp gaps are not audio
+        self._drain(self.resampler.resample(frame))
+
+    def flush(self) -> None:
+        if self.resampler is not None:
+            self._resample_pending()
+            self._drain(self.resampler.resample(None))
+            self.resampler = None
+
+    def _drain(self, frames) -> None:
+        from av.audio.plane import AudioPlane
+
+        for f in frames:
+            self.sink.append(np.frombuffer(AudioPlane(f, 0), dtype=np.float32, count=f.samples))
+
+
+def _riff_data_duration(source: str | IO[bytes]) -> float | None:
+    """Seconds of audio a WAV's own header declares (the 'data' chunk size over the byte rate).
+
+    None when the header does not say: not RIFF/RF64, no fmt or data chunk, or a streaming header
+    (data size 0 or 0xFFFFFFFF, written by recorders that never went back to fill it in).
+    """
+    import struct
+
+    head = _read_at(source, 0, 12)
+    if len(head) < 12 or head[8:12] != b"WAVE" or head[:4] not in (b"RIFF", b"RF64"):
+        return None
+    pos, byte_rate, ds64_data = 12, None, None
+    for _ in range(64):  # chunks before 'data' (fmt, LIST, fact, ds64...)
+        hdr = _read_at(source, pos, 8)
+        if len(hdr) < 8:
+            return None
+        cid, size = hdr[:4], struct.unpack("<I", hdr[4:])[0]
+        if cid == b"ds64":
+            body = _read_at(source, pos + 8, 16)
+            if len(body) == 16:
+                ds64_data = struct.unpack("<Q", body[8:16])[0]
+        elif cid == b"fmt ":
+            body = _read_at(source, pos + 8, 16)
+            if len(body) < 16:
+                return None
+            _, _, _, byte_rate, _, _ = struct.unpack("<HHIIHH", body)
+        elif cid == b"data":
+            if head[:4] == b"RF64" and size == 0xFFFFFFFF:
+                size = ds64_data
+            if not byte_rate or not size or size == 0xFFFFFFFF:
+                return None
+            return size / byte_rate
+        pos += 8 + size + (size & 1)
+    return None
 
 
 def _sanitize(samples: np.ndarray, name: str) -> None:

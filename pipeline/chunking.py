@@ -17,13 +17,22 @@ that each piece is at most ``max_chunk_s`` long. A file with no speech gives no 
 The frame energies are computed from per-hop sums (no frame matrix, no copy of the signal), so a long
 file costs a few MB beyond its samples.
 
-Public API: :func:`split_on_silence`.
+:func:`split_on_speech_activity` finds the speech runs with the Silero VAD model instead
+(``pipeline.vad``): a 32 ms window is speech by the model's probability (``config.vad_threshold``),
+runs closer than ``min_silence_ms`` are joined, runs shorter than ``vad_min_speech_ms`` dropped, and
+the same padding, merging and splitting rules follow. Noise that is loud but not voice (traffic, fans,
+music) is what it is better at (``python -m bench.vad_bench``). :func:`chunk_speech` picks one by
+``config.chunker`` and falls back to the energy splitter, saying why, when the VAD cannot run.
+
+Public API: :func:`chunk_speech`, :class:`Chunking`, :func:`split_on_silence`,
+:func:`split_on_speech_activity`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -52,7 +61,54 @@ MIN_LONE_CHUNK_S = 0.25
 CUT_SMOOTH_S = 0.25
 #: Preference (dB) for cutting later in the allowed range (fewer, longer pieces) at equal quietness.
 CUT_LATE_BIAS_DB = 1.0
+#: The values ``config.chunker`` may take.
+CHUNKERS = ("vad", "energy")
 
+
+@dataclass(frozen=True)
+class Chunking:
+    """What :func:`chunk_speech` found and how."""
+
+    chunks: list[Chunk]
+    method: str
+    """The chunker that produced ``chunks``: 'vad' or 'energy'."""
+    note: str | None = None
+    """Why another chunker than the configured one ran (for the user), else None."""
+
+
+def chunk_speech(samples: np.ndarray, sample_rate: int, config: Config | None = None) -> Chunking:
+    """Speech chunks by ``config.chunker``; 'vad' falls back to the energy splitter when the VAD cannot run.
+
+    Raises:
+        ValueError: ``config.chunker`` is not one of :data:`CHUNKERS` (naming the option), or a bad signal.
+    """
+    config = config or Config()
+    if config.chunker not in CHUNKERS:
+        raise ValueError(f"config option 'chunker': {config.chunker!r} is not one of {', '.join(CHUNKERS)}")
+    if config.chunker == "vad":
+        from pipeline.vad import VadUnavailable
+
+        try:
+            return Chunking(split_on_speech_activity(samples, sample_rate, config), "vad")
+        except VadUnavailable as exc:
+            note = f"voice-activity chunking unavailable ({exc}): chunked on energy instead"
+            logger.warning(note)
+            return Chunking(split_on_silence(samples, sample_rate, config), "energy", note)
+    return Chunking(split_on_silence(samples, sample_rate, config), "energy")
+
+
+
+def _framing(samples: np.ndarray, sample_rate: int, caller: str) -> tuple[np.ndarray | None, int, float]:
+    """The signal as a 1-D array, the analysis hop in samples and the duration in s; the array is None when
+    the signal is shorter than one analysis frame (no chunk can come of it)."""
+    x = np.asarray(samples)
+    if x.ndim != 1:
+        raise ValueError(f"{caller} needs a mono 1-D signal, got shape {x.shape}")
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    hop = max(1, int(round(HOP_S * sample_rate)))
+    duration = len(x) / sample_rate
+    return (None if len(x) < hop * FRAME_HOPS else x), hop, duration
 
 def split_on_silence(samples: np.ndarray, sample_rate: int, config: Config | None = None) -> list[Chunk]:
     """Speech chunks of a mono signal, in seconds from its start.
@@ -68,14 +124,8 @@ def split_on_silence(samples: np.ndarray, sample_rate: int, config: Config | Non
         an empty list when the signal holds no speech (silence, steady noise, too short).
     """
     config = config or Config()
-    x = np.asarray(samples)
-    if x.ndim != 1:
-        raise ValueError(f"split_on_silence needs a mono 1-D signal, got shape {x.shape}")
-    if sample_rate <= 0:
-        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    hop = max(1, int(round(HOP_S * sample_rate)))
-    duration = len(x) / sample_rate
-    if len(x) < hop * FRAME_HOPS:
+    x, hop, duration = _framing(samples, sample_rate, "split_on_silence")
+    if x is None:
         return []
     level_db = _frame_levels_db(x, hop)
     threshold = _threshold_db(level_db, config.silence_threshold_db)
@@ -85,7 +135,54 @@ def split_on_silence(samples: np.ndarray, sample_rate: int, config: Config | Non
         return []
     hop_s = hop / sample_rate
     runs = _runs(speech, max_gap=int(round(config.min_silence_ms / 1000 / hop_s)))
-    spans = _pad([(a * hop_s, b * hop_s) for a, b in runs], config.keep_silence_ms / 1000, duration)
+    return _to_chunks([(a * hop_s, b * hop_s) for a, b in runs], level_db, hop_s, duration, config)
+
+
+def split_on_speech_activity(samples: np.ndarray, sample_rate: int, config: Config | None = None) -> list[Chunk]:
+    """Speech chunks of a mono signal found by the Silero VAD, in seconds from its start.
+
+    Args:
+        samples: mono signal (float in [-1, 1]); any rate (the VAD runs at 16 kHz).
+        sample_rate: rate of ``samples`` in Hz.
+        config: uses ``vad_threshold``, ``vad_min_speech_ms``, ``min_silence_ms``, ``keep_silence_ms``,
+            ``min_chunk_s`` and ``max_chunk_s`` (defaults when None).
+
+    Returns:
+        Chunks as :func:`split_on_silence` gives them (ordered, not overlapping, at most ``max_chunk_s``);
+        empty when the model hears no voice.
+
+    Raises:
+        pipeline.vad.VadUnavailable: the VAD model cannot run here.
+    """
+    from pipeline import vad
+
+    config = config or Config()
+    x, hop, duration = _framing(samples, sample_rate, "split_on_speech_activity")
+    if x is None:
+        return []
+    probs = vad.speech_probabilities(x, sample_rate)
+    win = vad.WINDOW_S
+    spans: list[tuple[float, float]] = []
+    max_gap = config.min_silence_ms / 1000
+    for a, b in vad.speech_runs(probs, config.vad_threshold):
+        a_s, b_s = a * win, min(b * win, duration)
+        if spans and a_s - spans[-1][1] < max_gap:
+            spans[-1] = (spans[-1][0], b_s)
+        else:
+            spans.append((a_s, b_s))
+    spans = [s for s in spans if s[1] - s[0] >= config.vad_min_speech_ms / 1000]
+    if not spans:
+        return []
+    return _to_chunks(spans, _frame_levels_db(x, hop), hop / sample_rate, duration, config)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _to_chunks(runs_s: list[tuple[float, float]], level_db: np.ndarray, hop_s: float, duration: float,
+               config: Config) -> list[Chunk]:
+    """Speech runs (s) -> padded, merged, length-limited chunks in whole milliseconds."""
+    spans = _pad(runs_s, config.keep_silence_ms / 1000, duration)
     spans = _merge_short(spans, config.min_chunk_s, config.max_chunk_s)
     spans = [s for s in spans if s[1] - s[0] >= MIN_LONE_CHUNK_S]
     pieces: list[tuple[float, float]] = []
@@ -93,9 +190,6 @@ def split_on_silence(samples: np.ndarray, sample_rate: int, config: Config | Non
         pieces.extend(_split_long(span, level_db, hop_s, config.min_chunk_s, config.max_chunk_s))
     # whole milliseconds, rounded inwards so that no piece grows past max_chunk_s
     return [Chunk(math.ceil(round(a * 1000, 6)) / 1000, math.floor(round(b * 1000, 6)) / 1000) for a, b in pieces]
-
-
-# ------------------------------------------------------------------------------------------ helpers
 
 
 def _frame_levels_db(x: np.ndarray, hop: int) -> np.ndarray:

@@ -533,11 +533,12 @@ def save_compact(net, cfg: CompactConfig, out_dir: str | Path, *, metadata: dict
         "frame_hop_s": cfg.frame_hop_s,
         **(metadata or {}),
     }
-    (out / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=False, default=_json_default) + "\n")
+    (out / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=False, default=json_default) + "\n")
     return out / WEIGHTS_FILE
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps`` default for model folders' config.json: numpy scalars/arrays, sets and tuples as JSON."""
     if isinstance(obj, (np.floating, np.integer)):
         return obj.item()
     if isinstance(obj, np.ndarray):

@@ -26,10 +26,13 @@ SECTIONS = {
     "models": (
         "emotion_model", "hubert_checkpoint", "whisper_model", "device", "language",
         "beam_size", "live_beam_size", "quantize", "batch_size",
+        "whisper_dir", "whisper_compute_type", "whisper_threads",
     ),
     "chunking": (
         "silence_threshold_db", "min_silence_ms", "keep_silence_ms", "min_chunk_s", "max_chunk_s",
+        "chunker", "vad_threshold", "vad_min_speech_ms",
     ),
+    "speakers": ("speakers", "max_speakers", "speaker_threshold"),
     "explain": (
         "explain", "explain_budget", "explain_min_segments", "explain_max_segments",
         "faithfulness_sample", "faithfulness_top_k", "attention_size",
@@ -39,7 +42,10 @@ SECTIONS = {
         "ice_servers", "live_queue_size", "live_silence_ms", "live_max_utterance_s", "live_min_utterance_s",
         "live_threads",
     ),
-    "flows": ("workers", "retries"),
+    "flows": ("workers", "retries", "stop_grace_s"),
+    "decoding": ("decode_isolation", "decode_timeout_s", "retry_failed"),
+    "access": ("viewers", "analysts", "no_login"),
+    "sql": ("sql_timeout_s", "sql_max_rows", "sql_max_mb", "sql_memory_mb", "export_timeout_s"),
 }
 
 
@@ -53,13 +59,21 @@ class Config:
     hubert_checkpoint: str = "superb/hubert-base-superb-er"
     """The HuBERT checkpoint that 'auto' prefers (IEMOCAP emotion, 4 classes)."""
     whisper_model: str = "auto"
-    """'auto' (device-aware size), 'none' (no transcription), a Whisper size name or a checkpoint path."""
+    """'auto' (CPU: faster-whisper base with the packaged weights; GPU: large-v3 when cached), 'none' (no
+    transcription), a Whisper size name, a ``.pt`` checkpoint path or a CTranslate2 model folder."""
     device: str = "auto"
     """'auto' (cuda when available), 'cpu' or 'cuda'."""
     language: str | None = None
     """ISO code to force a transcription language; None auto-detects."""
     beam_size: int = 5
     live_beam_size: int = 1
+    whisper_dir: str = ""
+    """Folder of the assembled, sha256-verified faster-whisper weights (``faster-whisper-<size>/``);
+    empty means ``<data_dir>/whisper``. See ``pipeline.whisper_weights``."""
+    whisper_compute_type: str = "auto"
+    """faster-whisper (CTranslate2) precision: 'auto' (int8 on CPU, float16 on CUDA), 'int8', 'float32', ..."""
+    whisper_threads: int = 0
+    """faster-whisper CPU threads per model (CTranslate2 intra-op threads); 0 = the usable cores, at most 4."""
     quantize: str = "auto"
     """HuBERT on CPU: 'auto' (the bench's choice), 'none', 'int8'."""
     batch_size: int = 8
@@ -77,6 +91,31 @@ class Config:
     """Chunks shorter than this are merged with a neighbour (dropped when alone and under 0.25 s)."""
     max_chunk_s: float = 30.0
     """Chunks longer than this are split (Whisper sees at most 30 s)."""
+    chunker: str = "vad"
+    """How speech is found: 'vad' (Silero voice-activity probabilities, the ONNX model faster-whisper ships;
+    falls back to 'energy' with a note when it cannot run) or 'energy' (frame RMS against the file's peak and
+    noise floor, ``silence_threshold_db``). Both then apply min_silence_ms, keep_silence_ms, min/max_chunk_s.
+    ``python -m bench.vad_bench`` compares them on speech mixed with noise."""
+    vad_threshold: float = 0.35
+    """'vad' chunker: a 32 ms window starts speech at this Silero probability (0-1) or above; speech goes on
+    while the probability stays at or above this minus 0.15. 0.35 (Silero's default is 0.5) keeps 97 % of
+    clean speech frames instead of 94 % at under 2 s/min of noise taken for speech (bench.vad_bench)."""
+    vad_min_speech_ms: int = 250
+    """'vad' chunker: speech runs shorter than this (ms, after joining pauses under min_silence_ms) are dropped
+    as blips (a cough, a click)."""
+
+    # --- speakers (who spoke; pipeline/speakers.py)
+    speakers: str = "auto"
+    """Per-chunk speaker labels S1, S2, ... within each file (in order of first appearance): 'auto' (number of
+    speakers estimated with ``speaker_threshold``), 'none' (no labels, no cost), or a number N (exactly N
+    speakers, fewer when the file has fewer chunks). Not used by the live tab (one utterance at a time)."""
+    max_speakers: int = 8
+    """'auto' speakers: at most this many per file."""
+    speaker_threshold: float = 0.35
+    """'auto' speakers: chunks whose voice embeddings (resemblyzer, 256-d) are closer than this cosine distance
+    (0-2, average linkage) count as one speaker. Lower splits one voice into several, higher merges similar
+    voices; 0.35 had the lowest speaker confusion on RAVDESS actors 1-8 (``python -m bench.diarization_bench
+    --sweep``). A known speaker count (``speakers = N``) is more reliable when you have it."""
 
     # --- explanations
     explain: str = "fast"
@@ -118,6 +157,46 @@ class Config:
     # --- flows
     workers: int = 1
     retries: int = 2
+    decode_isolation: bool = True
+    """Decode each file in a child process (``pipeline.isolate``): a native crash of the decoder (SIGSEGV,
+    abort, out of memory) or a hang fails that file ('crashed the analyser: SIGSEGV') instead of killing the
+    run. Measured on the 2-core machine under load: ~40 ms per file (a 3 s clip), ~80 ms for 5 min of 44.1 kHz
+    stereo (the samples come back through a pipe), plus ~0.6-0.9 s once per process to start the forkserver."""
+    decode_timeout_s: float = 300.0
+    """With ``decode_isolation``: seconds one file's decoding may take before it is killed and failed
+    ('timed out'). Decoding runs at roughly 300-1000x real time on one core, so 300 s covers ~1 day of audio."""
+    retry_failed: bool = False
+    """Ingestion: also retry files that failed in an earlier run because of their content (decode,
+    unsupported, truncated, crashed, timeout) although they are unchanged; by default only a changed file
+    is retried (unreadable files are retried on every run). The CLI flag is ``ingest --retry-failed``."""
+    stop_grace_s: float = 10.0
+    """After SIGTERM/SIGINT/SIGHUP, seconds an ingestion gets to finish the file in hand and stop cleanly;
+    then it marks its run 'interrupted', stops its Prefect server and exits without waiting."""
+
+    # --- access (dashboard login and roles; see docs/serving.md and SECURITY.md)
+    viewers: tuple[str, ...] = ()
+    """With a login configured: who may sign in as a viewer (pages and charts). E-mail addresses or
+    '@domain' entries, case-insensitive; anyone else is refused."""
+    analysts: tuple[str, ...] = ()
+    """With a login configured: who may sign in as an analyst (also SQL, exports, Runs and Live).
+    Same format as ``viewers``; an address in both lists is an analyst."""
+    no_login: bool = False
+    """Serve the dashboard on a non-loopback address without a login, on purpose: everyone who can reach
+    it is an analyst. Ignored when a login is configured. Loopback without a login needs no flag."""
+
+    # --- analyst SQL (``emotivoice sql``, ``emotivoice export``, the SQL page; see warehouse/sandbox.py)
+    sql_timeout_s: float = 30.0
+    """Wall-clock seconds an analyst query may take: child process start, execution, fetch and transfer
+    (0 = no limit; only on request: a reader holds up the ingestion's writes while it runs)."""
+    sql_max_rows: int = 10_000
+    """Rows of an analyst query kept at most (0 = no row cap; the byte cap still holds)."""
+    sql_max_mb: int = 32
+    """MiB of result (Arrow buffer size) an analyst query keeps at most, checked while fetching."""
+    sql_memory_mb: int = 2048
+    """Address-space cap (RLIMIT_AS) of the process that runs analyst SQL and exports, MiB; DuckDB's own
+    memory_limit is a quarter of it. At least 1536 (the process needs ~1.1 GB of address space to open DuckDB)."""
+    export_timeout_s: float = 600.0
+    """Wall-clock seconds an export may take (0 = no limit)."""
 
     def replace(self, **overrides: Any) -> "Config":
         """A copy with the given fields changed; ``None`` values are ignored (unset CLI flags)."""

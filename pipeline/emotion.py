@@ -512,6 +512,31 @@ def _offline() -> bool:
     return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
+#: Seconds to wait for a TCP connection to the hub before treating it as unreachable.
+HUB_CONNECT_TIMEOUT_S = 2.0
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_reachable() -> bool:
+    """Whether the Hugging Face endpoint accepts a TCP connection (checked once per process, ``HUB_CONNECT_TIMEOUT_S``).
+
+    Without this, a machine with no network and HF_HUB_OFFLINE unset spent 25-38 s in huggingface_hub's
+    retried HEAD requests before falling back to the compact model.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    url = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "", parsed.port or (443 if parsed.scheme != "http" else 80)),
+                                      timeout=HUB_CONNECT_TIMEOUT_S):
+            return True
+    except OSError:
+        log.info("Hugging Face hub %s is not reachable: using local files only", url)
+        return False
+
+
 def _hub_cache() -> str:
     """The Hugging Face hub cache folder, read from the environment at call time."""
     if os.environ.get("HF_HUB_CACHE"):
@@ -559,21 +584,27 @@ def resolve_emotion_spec(spec: str | None, config: Config | None = None) -> str:
         config: the configuration (``hubert_checkpoint`` is what 'auto' prefers).
 
     Returns:
-        'compact', a hub id, or an absolute local directory. 'auto' gives the configured checkpoint when
-        it is in the local HF cache (or is a local directory), or when downloads are allowed
+        'compact', 'whisper-head', a hub id, or an absolute local directory. 'auto' gives the configured
+        checkpoint when it is in the local HF cache (or is a local directory), or when downloads are allowed
         (HF_HUB_OFFLINE unset: optimistic; if the download then fails, loading falls back to 'compact');
-        otherwise 'compact'.
+        otherwise 'whisper-head' when the packaged Whisper base weights are installed, else 'compact'.
     """
     config = config or Config()
     spec = (spec or config.emotion_model or "auto").strip()
     key = spec.lower()
     if key == "auto":
         ckpt = config.hubert_checkpoint.strip()
-        if _available_locally(ckpt) or (not _offline() and not _looks_like_path(ckpt)):
+        if _available_locally(ckpt) or (not _offline() and not _looks_like_path(ckpt) and _hub_reachable()):
             return _normalise(ckpt)
-        return "compact"
+        # The head on Whisper base's encoder frames beats the compact model on every unseen-actor fold
+        # (docs/whisper_emotion.md); it needs the packaged Whisper base weights, the compact model does not.
+        from pipeline.whisper_weights import is_available
+
+        return "whisper-head" if is_available("base", config) else "compact"
     if key == "compact":
         return "compact"
+    if key == "whisper-head":  # the shipped head on Whisper encoder frames (pipeline.whisper_emotion)
+        return "whisper-head"
     return _normalise(spec)
 
 
@@ -642,12 +673,15 @@ def _load_transformers(spec: str, device: str, quantize: str) -> HFEmotionModel:
     if local and not (Path(spec) / "config.json").is_file():
         reason = "no such directory" if not Path(spec).exists() else "the folder has no config.json"
         raise _unavailable(spec, reason)
-    offline = _offline()
-    kw: dict[str, Any] = {} if local else {"cache_dir": _hub_cache(), "local_files_only": offline}
+    # A checkpoint in the local cache loads from it with no request to the hub (transformers would
+    # otherwise ask the hub whether it changed); one that is not cached needs a reachable hub.
+    offline = _offline() or (not local and not _is_cached(spec) and not _hub_reachable())
+    kw: dict[str, Any] = {} if local else {"cache_dir": _hub_cache(), "local_files_only": offline or _is_cached(spec)}
     try:
         hf_config = AutoConfig.from_pretrained(spec, **kw)
     except Exception as exc:  # OSError, HFValidationError, connection errors
-        reason = ("it is not in the local Hugging Face cache and downloads are off (HF_HUB_OFFLINE=1)"
+        reason = (("it is not in the local Hugging Face cache and downloads are off (HF_HUB_OFFLINE=1)" if _offline()
+                   else "it is not in the local Hugging Face cache and the hub is not reachable")
                   if offline and not local else f"cannot read its configuration ({type(exc).__name__}: {exc})")
         raise _unavailable(spec, reason) from exc
 
@@ -716,14 +750,19 @@ def _load_cached(spec: str, device: str, quantize: str) -> EmotionModel:
 def clear_model_cache() -> None:
     """Forget every loaded model (tests; freeing memory)."""
     _load_cached.cache_clear()
+    from pipeline.whisper_emotion import clear_cache
+
+    clear_cache()
 
 
 def load_emotion_model(spec: str | None = None, config: Config | None = None) -> EmotionModel:
     """Load (or reuse) the emotion model named by ``spec``.
 
     Args:
-        spec: 'auto' (``config.hubert_checkpoint`` when available locally or downloadable, else 'compact'),
-            'compact' (the shipped model), a hub id, or a local directory saved with ``save_pretrained``.
+        spec: 'auto' (``config.hubert_checkpoint`` when available locally or downloadable, else
+            'whisper-head' when the Whisper base weights are installed, else 'compact'),
+            'compact' (the shipped model), 'whisper-head' (the shipped head on Whisper encoder frames), a
+            hub id, or a local directory saved with ``save_pretrained`` (or a whisper-head model folder).
             None means ``config.emotion_model``.
         config: device ('auto' | 'cpu' | 'cuda'), quantize ('auto' | 'none' | 'int8'), batch_size.
 
@@ -739,6 +778,10 @@ def load_emotion_model(spec: str | None = None, config: Config | None = None) ->
     resolved = resolve_emotion_spec(spec, config)
     if resolved == "compact":
         return _load_cached("compact", "cpu", "none")
+    from pipeline.whisper_emotion import MODEL_ID as WHISPER_HEAD, get_whisper_head, is_whisper_head_dir
+
+    if resolved == WHISPER_HEAD or is_whisper_head_dir(resolved):  # CPU (CTranslate2 int8) whatever the device
+        return get_whisper_head(resolved, config)
     device = _resolve_device(config.device)
     quantize = _resolve_quantize(config.quantize, device)
     try:

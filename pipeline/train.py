@@ -3,7 +3,8 @@
 Library API:
     :func:`read_manifest` -> :class:`LabelledSet` (labels mapped by ``pipeline.taxonomy.to_canonical``)
     :func:`load_waves` (decode + cache at 16 kHz)
-    :func:`train` -> :class:`TrainResult` (``arch='compact'`` or ``'hubert'``)
+    :func:`train` -> :class:`TrainResult` (``arch='compact'``, ``'hubert'`` or ``'whisper'``: a head on Whisper
+    encoder frames, :mod:`pipeline.train_whisper_head`; several manifests: :mod:`pipeline.train_data`)
     :func:`evaluate` / :func:`compute_metrics` -> :class:`EvalResult` (UAR, WA, macro-F1, per-class recall,
     confusion matrix), :func:`plot_confusion`
 CLI delegation: :func:`add_train_arguments` / :func:`run_train`, :func:`add_evaluate_arguments` /
@@ -575,7 +576,8 @@ def train(data_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str
           val_speakers: Sequence[str] | str | None = None, label_column: str | None = None,
           speaker_column: str | None = None, label_map: dict[str, str] | None = None,
           extra_labels: Sequence[str] = (), cache_dir: str | os.PathLike | None = None,
-          progress: bool = True, command: str | None = None) -> TrainResult:
+          progress: bool = True, command: str | None = None, encoder: str = "base",
+          head_recipe: Any = None, config: Any = None) -> TrainResult:
     """Train an emotion model with cross-entropy on labelled speech and save the best checkpoint.
 
     Args:
@@ -587,24 +589,35 @@ def train(data_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str
         extra_labels: original labels kept as auxiliary training classes (compact only; dropped at
             inference).
         command: the command line, recorded with the model.
+        data_dir, manifest: one each, or lists (several manifests; :func:`pipeline.train_data.read_manifests`).
+        encoder, head_recipe, config: 'whisper' only (Whisper size or CTranslate2 folder; a
+            ``pipeline.train_whisper_head.HeadRecipe``; where the packaged weights are assembled).
 
     Returns:
         A :class:`TrainResult`; the model folder holds the weights, ``config.json`` (config, label map,
         training metrics) and ``training.json``.
     """
     settings = settings or TrainSettings()
-    if arch not in {"compact", "hubert"}:
-        raise ValueError(f"unknown --arch {arch!r} (compact or hubert)")
+    if arch not in {"compact", "hubert", "whisper"}:
+        raise ValueError(f"unknown --arch {arch!r} (compact, hubert or whisper)")
     _check_device(settings.device)  # before decoding anything
-    if arch == "hubert" and extra_labels:
+    if arch in ("hubert", "whisper") and extra_labels:
         raise ValueError("extra (auxiliary) labels are only supported by --arch compact")
     if arch == "hubert" and not base:
         raise ValueError("--arch hubert needs --base (a HuBERT checkpoint id or local path)")
-    data = read_manifest(data_dir, manifest, label_column=label_column, speaker_column=speaker_column,
-                         label_map=label_map, extra_labels=extra_labels)
+    from pipeline.train_data import read_manifests
+
+    data = read_manifests(data_dir, manifest, label_column=label_column, speaker_column=speaker_column,
+                          label_map=label_map, extra_labels=extra_labels)
     if len(data) == 0:
         raise ValueError(f"manifest {manifest}: no row has one of the six emotions")
     waves = load_waves(data.paths, cache_dir=cache_dir, progress=progress)
+    if arch == "whisper":
+        from pipeline.train_whisper_head import train_whisper_arrays
+
+        return train_whisper_arrays(waves, data, out_dir, settings=settings, encoder_name=encoder,
+                                    recipe=head_recipe, config=config, cache_dir=cache_dir, progress=progress,
+                                    command=command)
     return train_arrays(waves, data, out_dir, arch=arch, base=base, settings=settings,
                         val_speakers=val_speakers, extra_labels=extra_labels, progress=progress,
                         command=command)
@@ -1184,10 +1197,17 @@ def _label_map(text: str | None) -> dict[str, str]:
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options of ``emotivoice train``."""
     d = TrainSettings()
-    parser.add_argument("--data", required=True, help="folder the manifest's paths are relative to")
-    parser.add_argument("--manifest", required=True, help="CSV with columns path,label[,speaker]")
+    parser.add_argument("--data", required=True, action="append",
+                        help="folder the manifest's paths are relative to (once, or once per --manifest)")
+    parser.add_argument("--manifest", required=True, action="append",
+                        help="CSV with columns path,label[,speaker]; repeat to train on several corpora")
     parser.add_argument("--out", required=True, help="output model folder")
-    parser.add_argument("--arch", choices=("compact", "hubert"), default="compact")
+    parser.add_argument("--arch", choices=("compact", "hubert", "whisper"), default="compact",
+                        help="whisper: a calibrated head on Whisper encoder frames (docs/whisper_emotion.md)")
+    parser.add_argument("--encoder", default="base",
+                        help="whisper: the Whisper encoder (packaged size base/tiny.en, or a CTranslate2 folder)")
+    parser.add_argument("--speaker-norm", action="store_true",
+                        help="whisper: train on per-speaker centred statistics (use needs several chunks per speaker)")
     parser.add_argument("--base", default=None, help="HuBERT base checkpoint (id or path) for --arch hubert")
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"maximum epochs (default {d.epochs} for compact, 10 for hubert)")
@@ -1263,17 +1283,31 @@ def run_train(args: argparse.Namespace) -> int:
                    val_speakers=args.val_speakers, label_column=args.label_column,
                    speaker_column=args.speaker_column, label_map=_label_map(args.map_label),
                    extra_labels=_csv_list(args.aux_labels or ""), cache_dir=args.cache_dir, progress=True,
-                   command=command)
+                   command=command, **_whisper_kwargs(args))
     print(f"trained {result.arch} model on {result.n_clips} clips of {len(result.speakers)} speakers "
           f"in {result.seconds:.0f} s -> {result.out_dir}")
     if result.skipped:
         print("skipped rows (labels outside the six): "
               + ", ".join(f"{k} ({v})" for k, v in sorted(result.skipped.items())))
-    for m in result.members:
+    if result.arch == "whisper":
+        inner = getattr(result.model, "metadata", {}).get("inner_cv", {})
+        print(f"  head chosen on held-out training speakers: UAR {inner.get('uar')}, C {result.model.metadata.get('c')}, "
+              f"temperature {result.model.cfg.temperature:.3f}, ECE {inner.get('ece_raw')} -> {inner.get('ece_calibrated')}")
+    for m in result.members if result.arch != "whisper" else []:
         val = "no validation" if m.best_val_uar is None else (
             f"best val UAR {m.best_val_uar:.3f} at epoch {m.best_epoch} on speakers {','.join(m.val_speakers)}")
         print(f"  member {m.member + 1}: {m.epochs_run} epochs, {val}")
     return 0
+
+
+def _whisper_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "arch", None) != "whisper":
+        return {}
+    from pipeline.config import load_config
+    from pipeline.train_whisper_head import HeadRecipe
+
+    return {"encoder": args.encoder, "config": load_config(),
+            "head_recipe": HeadRecipe(speaker_norm=bool(args.speaker_norm), seed=args.seed)}
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

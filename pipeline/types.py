@@ -11,13 +11,27 @@ import numpy as np
 BASE_EMOTIONS: tuple[str, ...] = ("anger", "fear", "happiness", "sadness", "surprise", "neutral")
 
 
-class AudioError(Exception):
-    """A file that cannot be analysed: carries the file name and a plain reason."""
+#: What ``AudioError.kind`` may be: the class of the failure, stored as ``files.error_type``.
+AUDIO_ERROR_KINDS = ("decode", "unsupported", "truncated", "crashed", "timeout", "unreadable")
 
-    def __init__(self, path: str, reason: str):
+
+class AudioError(Exception):
+    """A file that cannot be analysed: carries the file name, a plain reason and its kind.
+
+    ``kind`` is one of :data:`AUDIO_ERROR_KINDS`: 'unreadable' (missing, empty, no permission),
+    'unsupported' (not audio, no audio stream, a sample format we cannot read), 'decode' (corrupt
+    data), 'truncated' (less audio than the header declares), 'crashed' (the decoder died: a signal
+    such as SIGSEGV), 'timeout' (decoding took too long).
+    """
+
+    def __init__(self, path: str, reason: str, kind: str = "decode"):
         self.path = str(path)
         self.reason = reason
+        self.kind = kind if kind in AUDIO_ERROR_KINDS else "decode"
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # picklable across processes (the default would call __init__(message))
+        return (type(self), (self.path, self.reason, self.kind))
 
 
 class ModelUnavailableError(Exception):
@@ -120,6 +134,9 @@ class ChunkResult:
     words: list[Word] = field(default_factory=list)
     features: dict[str, float] = field(default_factory=dict)
     explanation: Explanation | None = None
+    speaker: str | None = None
+    """Who spoke within the file: 'S1', 'S2', ... by first appearance (``pipeline.speakers``); None when
+    not labelled (speakers off, live, chunk too short, encoder unavailable)."""
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Audio fixtures (a pytest plugin, registered in tests/conftest.py): real clips and generated variants.
 
-Session-scoped, written once per run into a temp folder from real clips of ../shared/datasets:
+Session-scoped, written once per run into a temp folder from real clips of ``ravdess_dir`` (the full corpus at
+../shared/datasets, or the clips shipped in tests/data: tests/fixtures_datasets.py):
 
 * ``ravdess_clips``: a few (path, emotion, actor) rows of the RAVDESS manifest, one per emotion.
 * ``variant_source``: the clip every format variant is made from (path, duration in s).

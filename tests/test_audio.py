@@ -27,6 +27,11 @@ BAD_REASONS = {
     "image_png": "no audio stream",
     "missing": "file not found",
 }
+#: The kind (files.error_type) of each bad input.
+BAD_KINDS = {
+    "empty": "unreadable", "random_bytes": "unsupported", "truncated_mp3": "truncated", "text_as_mp3": "unsupported",
+    "zero_length_wav": "decode", "image_png": "unsupported", "missing": "unreadable",
+}
 
 
 def _best_correlation(a: np.ndarray, b: np.ndarray, max_lag: int) -> float:
@@ -152,6 +157,7 @@ def test_bad_input_raises_audio_error_with_the_file_name_and_a_plain_reason(name
         decode_audio(path)
     assert err.value.path == str(path)
     assert BAD_REASONS[name] in err.value.reason
+    assert err.value.kind == BAD_KINDS[name]
     assert str(path) in str(err.value)
     assert "Errno" not in err.value.reason and "Traceback" not in err.value.reason
 
@@ -308,3 +314,31 @@ def test_decoding_a_long_file_without_a_stated_duration_stays_within_twice_its_s
     peak, a = _peak_traced_bytes(lambda: decode_audio(path))
     assert abs(a.duration_s - duration) < PCM_TOL_S
     assert peak <= 2.1 * a.samples.nbytes
+
+
+def test_audio_error_keeps_its_kind_across_processes():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(AudioError("a.wav", "truncated: the header says 3.00 s", kind="truncated")))
+    assert (err.path, err.reason, err.kind, str(err)) == ("a.wav", "truncated: the header says 3.00 s", "truncated",
+                                                          "a.wav: truncated: the header says 3.00 s")
+
+
+def test_decode_time_is_decoding_only_not_model_loading(format_variants, monkeypatch):
+    """timings['decode_s'] used to be 'everything not timed elsewhere', so it swallowed model loading."""
+    import time
+
+    from pipeline.analyze import Analyzer
+    from pipeline.config import Config
+
+    analyzer = Analyzer(Config().replace(whisper_model="none", explain="none"))
+    real_emotion = Analyzer.emotion
+
+    def slow_first_load(self):
+        if self.emotion_model is None:
+            time.sleep(1.5)  # what loading a real checkpoint costs, at least
+        return real_emotion(self)
+
+    monkeypatch.setattr(Analyzer, "emotion", slow_first_load)
+    result = analyzer.analyze_file(format_variants["flac_16k"])
+    assert result.timings["decode_s"] < 1.0

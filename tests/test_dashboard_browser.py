@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -109,6 +110,11 @@ def go(page, link: str, title: str | None = None) -> None:
     heading(page, title or link)
 
 
+def chunk_shown(page) -> str:
+    """The chunk the File page's panel shows ("Chunk 2")."""
+    return page.locator("strong", has_text=re.compile(r"^Chunk \d+$")).first.inner_text()
+
+
 def test_every_page_works_in_chromium(dashboard, page):
     base, db, corpus, log = dashboard
     try:
@@ -135,7 +141,7 @@ def visit_every_page(page, base: str, db: Path, corpus: Path) -> None:
     page.get_by_role("button", name="Open file").click()
     heading(page, "File")
     assert page.get_by_text(CONVERSATION_NAME).first.is_visible()
-    assert page.get_by_text("Not emotions.").is_visible()
+    assert page.get_by_text("Not emotions.", exact=True).first.is_visible()
     page.wait_for_selector("audio")
     page.wait_for_function("() => document.querySelectorAll('.vega-embed').length >= 2")
     chunk = warehouse.read_df(
@@ -151,6 +157,17 @@ def visit_every_page(page, base: str, db: Path, corpus: Path) -> None:
     page.wait_for_function("() => document.querySelector('audio').currentTime > 0.3 || "
                            "document.querySelector('audio').ended", timeout=60_000)
     shot(page, "file")
+
+    # A click on a chunk's band in the timeline picks that chunk and plays it.
+    before = chunk_shown(page)
+    box = page.locator(".vega-embed").first.bounding_box()
+    for frac in (0.5, 0.65, 0.35, 0.8, 0.2):
+        page.mouse.click(box["x"] + box["width"] * frac, box["y"] + box["height"] * 0.55)
+        settle(page)
+        if chunk_shown(page) != before:
+            break
+    assert chunk_shown(page) != before, "no click on the timeline picked another chunk"
+    assert page.locator("audio").first.evaluate("a => a.autoplay")
 
     # Explain: the chunk's SHAP bars, then its LIME weights and attention maps.
     go(page, "Explain")
@@ -207,3 +224,102 @@ def visit_every_page(page, base: str, db: Path, corpus: Path) -> None:
     page.get_by_text("Loading models…").wait_for(state="hidden", timeout=300_000)
     settle(page)
     shot(page, "live")
+
+
+# ----------------------------------------------------------------------------- a default ingest, by the sidebar
+def serve(db: Path, tmp_path: Path, emotion_model: str, corpus: Path):
+    """Start ``emotivoice dashboard`` on ``db``; returns (base URL, process, log)."""
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "EMOTIVOICE_EMOTION_MODEL": emotion_model, "EMOTIVOICE_WHISPER_MODEL": "none",
+           "EMOTIVOICE_DEVICE": "cpu", "EMOTIVOICE_CORPUS_ROOTS": str(corpus),
+           "EMOTIVOICE_DATA_DIR": str(tmp_path / "data"), "EMOTIVOICE_ICE_SERVERS": ""}
+    for key in ("EMOTIVOICE_CONFIG", "EMOTIVOICE_DB"):
+        env.pop(key, None)
+    log = tmp_path / "dashboard.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "dashboard", "--db", str(db), "--port", str(port)],
+                                cwd=str(ROOT), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_healthy(port, proc, log)
+    return f"http://127.0.0.1:{port}", proc, log
+
+
+def stop(proc) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_default_ingest_through_the_sidebar_in_chromium(ravdess_dir, tiny_hubert_dir, tmp_path, page):
+    """What a user gets after a plain ``emotivoice ingest`` (most chunks without a faithfulness check):
+    every page reached from the sidebar draws, the caveats are on them, the PDF export downloads."""
+    import warehouse
+    from tests.test_dashboard import default_ingest
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
+    db, corpus = default_ingest(ravdess_dir, tiny_hubert_dir, tmp_path / "ingest")
+    assert warehouse.read_df("SELECT count(*) AS n FROM explanations WHERE faithfulness IS NULL", db=db)["n"][0] > 0
+    base, proc, log = serve(db, tmp_path, str(tiny_hubert_dir), corpus)
+    try:
+        sidebar_tour(page, base, db)
+    except BaseException:
+        shot(page, "default-failure")
+        print(f"page at failure: {page.url}\n--- dashboard log (tail) ---\n{log.read_text()[-4000:]}")
+        raise
+    finally:
+        stop(proc)
+    assert "Traceback" not in log.read_text()
+
+
+def sidebar_tour(page, base: str, db: Path) -> None:
+    import warehouse
+
+    page.goto(base + "/")
+    heading(page, "Overview")
+    assert page.get_by_text("Intended use:").first.is_visible()
+
+    go(page, "File")  # the newest file
+    newest = warehouse.read_df("SELECT path FROM files WHERE status = 'ok' ORDER BY ingested_at DESC, file_id DESC "
+                               "LIMIT 1", db=db)["path"][0]
+    assert page.get_by_text(Path(newest).name, exact=True).first.is_visible()
+    assert page.get_by_text("Intended use:").first.is_visible()
+    page.wait_for_function("() => document.querySelectorAll('.vega-embed').length >= 3")
+    page.get_by_role("button", name="Make PDF report").click()
+    settle(page)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download PDF report").click()
+    assert Path(download.value.path()).read_bytes().startswith(b"%PDF")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="JSON", exact=True).click()
+    assert b'"faithfulness": null' in Path(download.value.path()).read_bytes()
+    shot(page, "default-file")
+
+    go(page, "Explain")  # crashed here before: every chunk without a faithfulness check
+    assert page.get_by_text("Explained label").is_visible()
+    assert page.get_by_text("not measured").first.is_visible()
+    assert page.get_by_text("Intended use:").first.is_visible()
+    assert not page.get_by_text("TypeError").count()
+    page.get_by_role("tab", name="Faithfulness").click()
+    settle(page)
+    assert page.get_by_text("No faithfulness check was stored for this chunk").is_visible()
+    shot(page, "default-explain")
+
+    # Deep links use lower-case paths; a stale id says so.
+    fid = int(warehouse.read_df("SELECT min(file_id) AS f FROM files", db=db)["f"][0])
+    page.goto(base + f"/file?file={fid}")
+    heading(page, "File")
+    assert page.get_by_text(str(warehouse.read_df("SELECT path FROM files WHERE file_id = ?", [fid],
+                                                  db=db)["path"][0])).first.is_visible()
+    page.goto(base + "/explain?file=999999")
+    heading(page, "Explain")
+    assert page.get_by_text("File #999999 from the link is not in this warehouse").is_visible()
+
+    go(page, "Live", "Live analysis")
+    page.get_by_text("Models ready").first.wait_for(timeout=300_000)
+    assert page.get_by_text("Whisper is off: the configuration sets whisper_model").is_visible()
+    assert page.get_by_text("Intended use:").first.is_visible()
+    assert page.url.rstrip("/").endswith("/live")
+    shot(page, "default-live")

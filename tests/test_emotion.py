@@ -449,9 +449,24 @@ def _fake_compact(monkeypatch) -> list[int]:
     return calls
 
 
-def test_auto_falls_back_to_compact_when_the_checkpoint_is_not_cached(tmp_path, monkeypatch):
+def test_auto_prefers_the_whisper_head_when_the_whisper_base_weights_are_installed(tmp_path, monkeypatch):
+    import pipeline.whisper_weights as ww
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    config = CPU.replace(hubert_checkpoint="superb/hubert-base-superb-er")
+    monkeypatch.setattr(ww, "is_available", lambda name, cfg: name == "base")
+    assert resolve_emotion_spec("auto", config) == "whisper-head"
+    monkeypatch.setattr(ww, "is_available", lambda name, cfg: False)
+    assert resolve_emotion_spec("auto", config) == "compact"
+
+
+def test_auto_falls_back_to_compact_when_the_checkpoint_is_not_cached(tmp_path, monkeypatch):
+    import pipeline.whisper_weights as ww
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(ww, "is_available", lambda name, cfg: False)  # no Whisper weights: no whisper-head
     calls = _fake_compact(monkeypatch)
     config = CPU.replace(hubert_checkpoint="superb/hubert-base-superb-er")
     assert resolve_emotion_spec("auto", config) == "compact"
@@ -519,3 +534,65 @@ def test_auto_quantisation_on_cpu_follows_the_benchmarked_choice(tiny_hubert_dir
 
     model = load_emotion_model(str(tiny_hubert_dir), CPU.replace(quantize="auto"))
     assert model.quantized == ("int8" if AUTO_INT8_ON_CPU else "none")
+
+
+# --- no requests to the hub when the model is local, or when the hub cannot be reached (issue 15 §1)
+
+
+@pytest.fixture
+def hub_unreachable(monkeypatch):
+    """HF_HUB_OFFLINE unset and every TCP connection refused (recorded), as on a machine without network."""
+    import socket
+
+    from pipeline import emotion
+
+    attempts: list = []
+
+    def refuse(address, *a, **k):
+        attempts.append(address)
+        raise OSError("network unreachable")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    emotion._hub_reachable.cache_clear()
+    yield attempts
+    emotion._hub_reachable.cache_clear()
+
+
+def test_auto_without_network_falls_back_to_compact_after_one_quick_connection_attempt(hub_unreachable, tmp_path,
+                                                                                     monkeypatch):
+    import time
+
+    from pipeline.emotion import resolve_emotion_spec
+    from pipeline.types import ModelUnavailableError
+
+    import pipeline.whisper_weights as ww
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(ww, "is_available", lambda name, cfg: False)
+    t = time.perf_counter()
+    assert resolve_emotion_spec("auto", CPU) == "compact"
+    with pytest.raises(ModelUnavailableError, match="hub is not reachable"):
+        load_emotion_model("superb/hubert-base-superb-er", CPU)
+    assert time.perf_counter() - t < 10
+    assert len(hub_unreachable) == 1  # checked once per process, not per file
+
+
+def test_a_cached_hub_checkpoint_loads_from_the_cache_only(monkeypatch):
+    from pipeline import emotion
+
+    seen: dict = {}
+
+    def from_pretrained(spec, **kw):
+        seen.update(kw)
+        raise OSError("stop here")
+
+    import transformers
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(emotion, "_is_cached", lambda spec: True)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", from_pretrained)
+    with pytest.raises(Exception):
+        emotion._load_transformers("some-org/some-model", "cpu", "none")
+    assert seen.get("local_files_only") is True

@@ -67,21 +67,27 @@ def test_ingest_records_good_bad_and_skipped_files_and_goes_on(prefect_harness, 
 
     s = ingest_folder(corpus, options=flow_config)
     assert s.status == "completed"
-    # three clips + the silence-only file decode; the truncated MP3 is found by content, then fails
-    assert (s.files_ok, s.files_failed) == (4, 1)
-    assert s.files_skipped == 5  # noise.wav, empty.wav, notes.mp3 (not audio), .DS_Store, .cache/
-    files = _rows(flow_config.db, "SELECT path, status, error FROM files ORDER BY path")
-    by_name = {Path(p).name: (st, None if pd.isna(err) else err) for p, st, err in files.itertuples(index=False)}
-    assert by_name["cut.mp3"][0] == "failed" and "truncated" in by_name["cut.mp3"][1]
-    assert by_name["notes.mp3"][0] == "skipped" and "not audio" in by_name["notes.mp3"][1]
+    # three clips + the silence-only file decode; the audio-named files that do not decode fail with a reason
+    assert (s.files_ok, s.files_failed) == (4, 4)  # cut.mp3, noise.wav, empty.wav, notes.mp3
+    assert s.files_skipped == 2  # .DS_Store, .cache/
+    files = _rows(flow_config.db, "SELECT path, status, error, error_type FROM files ORDER BY path")
+    by_name = {Path(p).name: (st, None if pd.isna(err) else err, None if pd.isna(et) else et)
+               for p, st, err, et in files.itertuples(index=False)}
+    assert by_name["cut.mp3"][0::2] == ("failed", "truncated") and "truncated" in by_name["cut.mp3"][1]
+    assert by_name["notes.mp3"][0::2] == ("failed", "unsupported") and "text file" in by_name["notes.mp3"][1]
+    assert by_name["empty.wav"] == ("failed", "file is empty", "unreadable")
+    assert by_name["noise.wav"][0] == "failed" and by_name["noise.wav"][2] in ("unsupported", "decode")
     assert by_name[".cache"][0] == "skipped" and "hidden" in by_name[".cache"][1]
-    assert by_name["three.flac"] == ("ok", None)
+    assert by_name["three.flac"] == ("ok", None, None)
+    assert {(Path(p).name, why) for p, why in s.skipped} == {(".DS_Store", "hidden file"),
+                                                            (".cache", "hidden folder (not searched)")}
+    assert s.models["emotion"] and s.models["whisper"] is None
     chunks = _rows(flow_config.db, "SELECT f.path, count(c.chunk_id) AS n FROM files f "
                                    "LEFT JOIN chunks c USING (file_id) WHERE f.status = 'ok' GROUP BY 1")
     n = {Path(p).name: k for p, k in chunks.itertuples(index=False)}
     assert n["quiet.wav"] == 0 and n["one.flac"] == 1 and n["two.flac"] == 1
     runs = _rows(flow_config.db, "SELECT status, n_files, n_failed FROM runs")
-    assert runs.values.tolist() == [["completed", 4, 1]]
+    assert runs.values.tolist() == [["completed", 4, 4]]
     shap = _rows(flow_config.db, "SELECT count(*) FROM shap")
     assert shap.iloc[0, 0] > 0  # fast-tier explanations were stored
 
@@ -91,9 +97,13 @@ def test_second_run_is_a_no_op_and_a_changed_file_is_reanalysed(prefect_harness,
 
     ingest_folder(corpus, options=flow_config)
     before = _rows(flow_config.db, "SELECT count(*) FROM chunks").iloc[0, 0]
+    ids = _rows(flow_config.db, "SELECT path, file_id FROM files ORDER BY path")
     again = ingest_folder(corpus, options=flow_config)
     assert (again.files_ok, again.files_unchanged) == (0, 4)
+    # broken content is not retried while unchanged; the empty file is (it may be a recording in progress)
+    assert again.files_failed_before == 3 and [Path(p).name for p, _ in again.failures] == ["empty.wav"]
     assert _rows(flow_config.db, "SELECT count(*) FROM chunks").iloc[0, 0] == before
+    assert _rows(flow_config.db, "SELECT path, file_id FROM files ORDER BY path").equals(ids)  # stable ids
 
     replacement = sorted((ravdess_dir / "Actor_07").glob("*.flac"))[3]
     shutil.copy(replacement, corpus / "one.flac")
@@ -184,6 +194,55 @@ def test_cli_ingest_prints_a_summary_and_exits_zero_with_failed_files(tmp_path, 
     out = subprocess.run([sys.executable, "-m", "flows.cli", "ingest", str(corpus)], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "4 ok, 1 failed, 5 skipped" in out.stdout
+    assert "4 ok, 4 failed, 2 skipped" in out.stdout
+    assert "models: emotion " in out.stdout and "whisper none" in out.stdout
+    assert "skipped: " in out.stdout and ".DS_Store: hidden file" in out.stdout
     assert "real time" in out.stdout
     assert "cut.mp3" in out.stdout and "truncated" in out.stdout
+
+
+def test_a_folder_with_crashing_8_channel_and_truncated_files_is_ingested_twice_and_every_good_file_stored(
+        prefect_harness, flow_config, tmp_path, ravdess_dir, monkeypatch):
+    """8 channels used to segfault the run (every run, as the folder is re-read); a decoder crash now
+    fails one file ('crashed the analyser: SIGSEGV'), is not retried while unchanged, and the run completes."""
+    from flows.ingest import ingest_folder
+    from tests.test_crash_isolation import FAULT, _surround, _truncated
+
+    root = tmp_path / "mixed"
+    root.mkdir()
+    clips = sorted((ravdess_dir / "Actor_08").glob("*.flac"))
+    for c in clips[:3]:
+        shutil.copy(c, root / c.name)
+    _surround(clips[4], root / "surround8.wav")
+    _truncated(clips[5], root / "cut.wav")
+    shutil.copy(clips[6], root / "boom.flac")
+    monkeypatch.setenv(FAULT, "segv:boom")  # decoding boom.flac really segfaults (in the decoding child)
+
+    first = ingest_folder(root, options=flow_config)
+    assert (first.status, first.files_ok, first.files_failed) == ("completed", 4, 2)
+    reasons = {Path(p).name: why for p, why in first.failures}
+    assert reasons["boom.flac"] == "crashed the analyser: SIGSEGV"
+    assert reasons["cut.wav"].startswith("truncated: the header says ")
+    sql = "SELECT path, file_id, status, error_type, channels FROM files ORDER BY path"
+    stored = _rows(flow_config.db, sql)
+    by = {Path(p).name: (st, None if pd.isna(et) else et, None if pd.isna(ch) else int(ch))
+          for p, _, st, et, ch in stored.itertuples(index=False)}
+    assert by["surround8.wav"] == ("ok", None, 8)
+    assert all(by[c.name][0] == "ok" for c in clips[:3])
+    assert (by["cut.wav"][:2], by["boom.flac"][:2]) == (("failed", "truncated"), ("failed", "crashed"))
+
+    second = ingest_folder(root, options=flow_config)
+    assert (second.status, second.files_ok, second.files_failed) == ("completed", 0, 0)
+    assert (second.files_unchanged, second.files_failed_before) == (4, 2)
+    assert _rows(flow_config.db, sql).equals(stored)  # nothing rewritten, file ids stable
+
+    third = ingest_folder(root, options=flow_config.replace(retry_failed=True))
+    assert (third.status, third.files_failed, third.files_failed_before) == ("completed", 2, 0)
+    assert _rows(flow_config.db, sql)["file_id"].tolist() == stored["file_id"].tolist()
+
+    shutil.copy(clips[5], root / "cut.wav")  # the truncated file is replaced by a whole one: retried
+    fourth = ingest_folder(root, options=flow_config)
+    assert (fourth.files_ok, fourth.files_failed_before) == (1, 1)
+    runs = _rows(flow_config.db, "SELECT status, n_files, n_failed FROM runs ORDER BY run_id")
+    assert runs.values.tolist() == [["completed", 4, 2], ["completed", 0, 0], ["completed", 0, 2],
+                                    ["completed", 1, 0]]

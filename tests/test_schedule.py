@@ -98,3 +98,44 @@ def test_the_served_deployment_ingests_the_folder_on_its_schedule(tmp_path, tiny
     assert [sc["schedule"]["cron"] for sc in dep["schedules"]] == ["* * * * *"]
     assert dep["global_concurrency_limit"]["limit"] == 1, dep
     assert dep["concurrency_options"]["collision_strategy"] == "CANCEL_NEW", dep
+
+
+def test_a_scheduled_runs_process_dies_with_the_schedule_command(tmp_path):
+    """A flow-run process of `emotivoice schedule` (its child, told so by the environment) asks for the
+    parent-death signal; SIGKILL of the command then ends it too, without its cooperation."""
+    import psutil
+
+    child = ("import sys, time\nfrom flows.schedule import die_with_scheduler\n"
+             "print('armed', die_with_scheduler(), flush=True)\ntime.sleep(120)\n")
+    command = ("import os, subprocess, sys, time\n"
+               "env = dict(os.environ, EMOTIVOICE_DIE_WITH=str(os.getpid()))\n"
+               f"p = subprocess.Popen([sys.executable, '-c', {child!r}], env=env)\n"
+               "print('child', p.pid, flush=True)\ntime.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", command], env=_env(tmp_path), stdout=subprocess.PIPE, text=True)
+    run_pid = None
+    try:
+        first, second = proc.stdout.readline().split(), proc.stdout.readline().split()
+        lines = dict((first, second))
+        run_pid = int(lines["child"])
+        assert lines["armed"] == "True", lines
+        run = psutil.Process(run_pid)
+        proc.kill()
+        proc.wait(timeout=10)
+        try:
+            run.wait(timeout=10)
+        except psutil.TimeoutExpired:
+            pytest.fail("the scheduled run's process outlived the SIGKILLed command")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if run_pid and psutil.pid_exists(run_pid):
+            os.kill(run_pid, signal.SIGKILL)
+
+
+def test_a_run_started_outside_a_schedule_asks_for_no_parent_death_signal(monkeypatch):
+    from flows.schedule import DIE_WITH_ENV, die_with_scheduler
+
+    monkeypatch.delenv(DIE_WITH_ENV, raising=False)
+    assert die_with_scheduler() is False
+    monkeypatch.setenv(DIE_WITH_ENV, str(os.getppid() + 1))  # some other process, not our parent
+    assert die_with_scheduler() is False

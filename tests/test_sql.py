@@ -225,8 +225,9 @@ def test_sql_cli_says_when_rows_were_cut(db):
 
 def test_sql_cli_reports_errors_in_one_line_without_a_stack(db):
     code, out, err = _run_sql(["SELEC 1", "--db", str(db)])
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""  # bad input
     assert err.startswith("error: Parser Error: syntax error") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "LINE 1: SELEC 1" in err
 
 
 def test_sql_cli_names_a_missing_database(tmp_path):
@@ -262,8 +263,9 @@ def test_export_cli_reports_a_bad_where_in_one_line(db, tmp_path):
     warehouse.add_export_arguments(parser)
     args = parser.parse_args(["--out", str(tmp_path), "--where", "nope = 1", "--db", str(db)])
     err = io.StringIO()
-    assert warehouse.run_export(args, stdout=io.StringIO(), stderr=err) == 1
+    assert warehouse.run_export(args, stdout=io.StringIO(), stderr=err) == 2
     assert err.getvalue().startswith("error: --where 'nope = 1': Binder Error")
+    assert len(err.getvalue().strip().splitlines()) == 1
 
 
 def test_sql_cli_finds_the_database_named_in_the_config_file(db, tmp_path):

@@ -24,15 +24,18 @@ from pipeline.train import (
     train,
 )
 from pipeline.types import BASE_EMOTIONS
+from tests.fixtures_datasets import manifest_emotions, six_count
 
 #: Two epochs, small crops: seconds on a shared CPU.
 FAST = TrainSettings(epochs=2, patience=None, crop_s=(1.0, 1.5), batch_size=16, members=("tdnn", "stats"),
                      stats_views=1, stats_steps=100)
 
 
-def _subset_manifest(ravdess_dir: Path, out: Path, actors: set[int], *, columns=None) -> Path:
-    """A copy of the RAVDESS manifest restricted to some actors (optionally renaming columns)."""
-    with open(ravdess_dir / "manifest.csv", newline="") as fh:
+def _subset_manifest(source: Path, out: Path, actors: set[int], *, columns=None) -> Path:
+    """A copy of a RAVDESS manifest (``source``, or a folder's manifest.csv) restricted to some actors
+    (optionally renaming columns). How many clips each actor has depends on the corpus in use (the full
+    one, or the subset in tests/data): tests count them with ``manifest_emotions``."""
+    with open(source if source.suffix == ".csv" else source / "manifest.csv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if int(r["actor"]) in actors]
     columns = columns or {}
     with open(out, "w", newline="") as fh:
@@ -59,8 +62,9 @@ def heldout_manifest(ravdess_dir, tmp_path_factory):
     return _subset_manifest(ravdess_dir, tmp_path_factory.mktemp("heldout") / "actor4.csv", {4})
 
 
-def test_ravdess_manifest_falls_back_to_emotion_and_actor_columns_and_counts_skipped_labels(ravdess_dir):
-    data = read_manifest(ravdess_dir, ravdess_dir / "manifest.csv")
+def test_ravdess_manifest_falls_back_to_emotion_and_actor_columns_and_counts_skipped_labels(ravdess_dir,
+                                                                                          ravdess_manifest_full):
+    data = read_manifest(ravdess_dir, ravdess_manifest_full)
     assert (data.label_column, data.speaker_column) == ("emotion", "actor")
     assert data.skipped == {"calm": 144, "disgust": 144}
     assert len(data) == 1080 - 288
@@ -68,8 +72,9 @@ def test_ravdess_manifest_falls_back_to_emotion_and_actor_columns_and_counts_ski
     assert len(data.speaker_set()) == 18
 
 
-def test_label_and_speaker_columns_can_be_named(ravdess_dir, tmp_path):
-    manifest = _subset_manifest(ravdess_dir, tmp_path / "m.csv", {5}, columns={"emotion": "mood", "actor": "who"})
+def test_label_and_speaker_columns_can_be_named(ravdess_dir, ravdess_manifest_full, tmp_path):
+    manifest = _subset_manifest(ravdess_manifest_full, tmp_path / "m.csv", {5},
+                                columns={"emotion": "mood", "actor": "who"})
     data = read_manifest(ravdess_dir, manifest, label_column="mood", speaker_column="who")
     assert set(data.speakers) == {"5"}
     assert len(data) == 44  # 4 neutral + 8 of each other emotion
@@ -81,15 +86,16 @@ def test_a_manifest_without_a_label_column_is_refused_naming_its_columns(tmp_pat
         read_manifest(tmp_path, tmp_path / "m.csv")
 
 
-def test_label_map_can_fold_calm_into_neutral(ravdess_dir):
-    data = read_manifest(ravdess_dir, ravdess_dir / "manifest.csv", label_map={"calm": "neutral"})
+def test_label_map_can_fold_calm_into_neutral(ravdess_dir, ravdess_manifest_full):
+    data = read_manifest(ravdess_dir, ravdess_manifest_full, label_map={"calm": "neutral"})
     assert data.labels.count("neutral") == 72 + 144
     assert data.skipped == {"disgust": 144}
 
 
 @pytest.mark.parametrize("n_members", [1, 4, 6])
-def test_validation_never_splits_a_speaker_and_an_ensemble_learns_from_every_speaker(ravdess_dir, n_members):
-    data = read_manifest(ravdess_dir, ravdess_dir / "manifest.csv")
+def test_validation_never_splits_a_speaker_and_an_ensemble_learns_from_every_speaker(ravdess_dir, ravdess_manifest_full,
+                                                                                      n_members):
+    data = read_manifest(ravdess_dir, ravdess_manifest_full)
     plans = plan_validation(data, "auto", n_members, seed=0, val_group_size=3)
     assert len(plans) == n_members
     trained_on = set()
@@ -103,8 +109,8 @@ def test_validation_never_splits_a_speaker_and_an_ensemble_learns_from_every_spe
         assert sorted(s for val in plans for s in val) == sorted(data.speaker_set())
 
 
-def test_unknown_validation_speakers_are_refused(ravdess_dir):
-    data = read_manifest(ravdess_dir, ravdess_dir / "manifest.csv")
+def test_unknown_validation_speakers_are_refused(ravdess_dir, ravdess_manifest_full):
+    data = read_manifest(ravdess_dir, ravdess_manifest_full)
     with pytest.raises(ValueError, match="not in the manifest"):
         plan_validation(data, ["99"], 1, seed=0)
 
@@ -122,14 +128,15 @@ def test_metrics_of_a_known_confusion():
     assert m.per_class["fear"] is None
 
 
-def test_training_saves_the_best_checkpoint_with_config_labels_and_metrics(trained_compact):
+def test_training_saves_the_best_checkpoint_with_config_labels_and_metrics(trained_compact, ravdess_dir):
     result, out = trained_compact
+    counts = manifest_emotions(ravdess_dir / "manifest.csv", {1, 2, 3})
     assert (out / "model.safetensors").is_file()
     doc = json.loads((out / "config.json").read_text())
     assert doc["labels"] == list(BASE_EMOTIONS)
     assert doc["label2id"]["anger"] == 0
     assert len(doc["training"]["members"]) == 2
-    assert result.skipped == {"calm": 24, "disgust": 24}
+    assert result.skipped == {"calm": counts["calm"], "disgust": counts["disgust"]}
     for m in result.members:
         assert 1 <= m.best_epoch <= m.epochs_run
         assert m.history[m.best_epoch - 1].val_uar == m.best_val_uar
@@ -140,15 +147,17 @@ def test_evaluation_on_a_held_out_actor_is_well_formed(trained_compact, ravdess_
     from pipeline.compact import load_compact
 
     _, out = trained_compact
+    counts = manifest_emotions(heldout_manifest)
     m = evaluate(load_compact(out), ravdess_dir, heldout_manifest)
-    assert m.n == 44
+    assert m.n == six_count(counts)
     assert np.asarray(m.confusion).sum() == m.n
     assert np.asarray(m.confusion).shape == (6, 6)
     for v in (m.uar, m.wa, m.macro_f1):
         assert 0.0 <= v <= 1.0
     assert set(m.per_class) == set(BASE_EMOTIONS)
     assert all(0.0 <= v <= 1.0 for v in m.per_class.values())
-    assert m.skipped == {"calm (not one of the six)": 8, "disgust (not one of the six)": 8}
+    assert m.skipped == {"calm (not one of the six)": counts["calm"],
+                         "disgust (not one of the six)": counts["disgust"]}
 
 
 def test_evaluate_command_prints_json_figures_and_saves_a_plot(trained_compact, ravdess_dir, heldout_manifest,
@@ -161,7 +170,7 @@ def test_evaluate_command_prints_json_figures_and_saves_a_plot(trained_compact, 
     assert run_evaluate(args) == 0
     doc = json.loads(capsys.readouterr().out)
     assert {"uar", "wa", "macro_f1", "per_class", "confusion", "n"} <= set(doc)
-    assert sum(map(sum, doc["confusion"])) == doc["n"] == 44
+    assert sum(map(sum, doc["confusion"])) == doc["n"] == six_count(manifest_emotions(heldout_manifest))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -170,25 +179,27 @@ def test_evaluation_reports_classes_the_model_lacks(tiny_superb_dir, ravdess_dir
     from pipeline.train import load_model_for_eval
 
     model = load_model_for_eval(str(tiny_superb_dir), Config(device="cpu", quantize="none"))
+    counts = manifest_emotions(heldout_manifest)
     m = evaluate(model, ravdess_dir, heldout_manifest)
     assert set(m.absent) == {"fear", "surprise"}
     assert m.per_class["fear"] is None
-    assert m.n == 44 - 8 - 8  # fear and surprise clips are not scored
-    assert m.skipped["fear (absent from model)"] == 8
+    assert m.n == six_count(counts) - counts["fearful"] - counts["surprised"]  # fear and surprise are not scored
+    assert m.skipped["fear (absent from model)"] == counts["fearful"]
 
 
 def test_train_command_trains_and_saves_a_compact_model(ravdess_dir, tmp_path, capsys):
-    manifest = _subset_manifest(ravdess_dir, tmp_path / "m.csv", {7, 8})
+    manifest = _subset_manifest(ravdess_dir, tmp_path / "m.csv", {2, 3})
+    counts = manifest_emotions(manifest)
     parser = add_train_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["--data", str(ravdess_dir), "--manifest", str(manifest), "--out",
-                              str(tmp_path / "model"), "--epochs", "1", "--members", "1", "--val-speakers", "8",
+                              str(tmp_path / "model"), "--epochs", "1", "--members", "1", "--val-speakers", "3",
                               "--cache-dir", str(tmp_path / "cache")])
     assert run_train(args) == 0
     printed = capsys.readouterr().out
-    assert "trained compact model on 88 clips of 2 speakers" in printed
-    assert "calm (16)" in printed
+    assert f"trained compact model on {six_count(counts)} clips of 2 speakers" in printed
+    assert f"calm ({counts['calm']})" in printed
     doc = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert doc["training"]["members"][0]["val_speakers"] == ["8"]
+    assert doc["training"]["members"][0]["val_speakers"] == ["3"]
 
 
 def _tiny_hubert(request, tmp_path) -> Path:
@@ -230,19 +241,20 @@ def test_a_fine_tuned_hubert_loads_as_an_emotion_model_for_analysis(request, rav
     from pipeline.config import Config
     from pipeline.train import load_model_for_eval
 
-    manifest = _subset_manifest(ravdess_dir, tmp_path / "m.csv", {13, 14})
+    manifest = _subset_manifest(ravdess_dir, tmp_path / "m.csv", {3, 4})
     base = _tiny_hubert(request, tmp_path)
     settings = replace(TrainSettings(), epochs=1, patience=None, max_len_s=1.0, batch_size=8)
     train(ravdess_dir, manifest, tmp_path / "hubert", arch="hubert", base=str(base), settings=settings,
-          val_speakers="14", cache_dir=tmp_path / "cache", progress=False)
+          val_speakers="4", cache_dir=tmp_path / "cache", progress=False)
     model = load_model_for_eval(str(tmp_path / "hubert"), Config(device="cpu", quantize="none"))
     assert set(model.labels) == set(BASE_EMOTIONS)
-    m = evaluate(model, ravdess_dir, manifest, speakers=["14"], cache_dir=tmp_path / "cache")
-    assert m.n == 44 and sum(map(sum, m.confusion)) == 44
+    m = evaluate(model, ravdess_dir, manifest, speakers=["4"], cache_dir=tmp_path / "cache")
+    n = six_count(manifest_emotions(manifest, {4}))
+    assert m.n == n and sum(map(sum, m.confusion)) == n
 
 
 def test_hubert_needs_a_base_checkpoint(ravdess_dir, tmp_path):
-    manifest = _subset_manifest(ravdess_dir, tmp_path / "m.csv", {11, 12})
+    manifest = _subset_manifest(ravdess_dir, tmp_path / "m.csv", {1, 2})
     with pytest.raises(ValueError, match="--base"):
         train(ravdess_dir, manifest, tmp_path / "out", arch="hubert", base=None,
               settings=replace(TrainSettings(), epochs=1), cache_dir=tmp_path / "cache", progress=False)

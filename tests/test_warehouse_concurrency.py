@@ -263,3 +263,122 @@ def test_a_burst_of_writes_lets_a_waiting_reader_in(tmp_path):
     writer.join(timeout=120)
     assert 2 <= seen < n, "the reader only got in after the whole burst"
     assert int(read_df("SELECT count(*) FROM files", db=db).iloc[0, 0]) == n
+
+
+# ----------------------------------------------------------------------------- readers never cost the writer its results
+def test_a_patient_writer_waits_for_a_long_reader_says_so_and_stores(tmp_path, monkeypatch):
+    from warehouse import connection
+
+    db = tmp_path / "w.duckdb"
+    ensure_database(db)
+    monkeypatch.setattr(connection, "WRITE_WAIT_S", 0.5)  # a plain writer would give up after 0.5 s
+    held, release = threading.Event(), threading.Event()
+
+    def long_reader() -> None:
+        with read_connection(db):
+            held.set()
+            release.wait(timeout=60)
+
+    reader = threading.Thread(target=long_reader)
+    reader.start()
+    assert held.wait(timeout=30)
+    try:
+        with pytest.raises(WarehouseBusyError, match="is busy"):  # what an impatient writer does
+            Warehouse(db).write_result(None, "sha-x", fake_file_result(7, "/corpus/x.wav"))
+        notices: list[str] = []
+        outcome: list = []
+
+        def patient() -> None:
+            with connection.patient_writes(notices.append, every_s=0.3):
+                outcome.append(Warehouse(db).write_result(None, "sha-y", fake_file_result(8, "/corpus/y.wav")))
+
+        writer = threading.Thread(target=patient)
+        writer.start()
+        time.sleep(2.0)  # four times the wait budget of a plain writer
+        assert writer.is_alive() and not outcome, "the patient writer gave up or got in past the reader"
+        assert notices and all("waiting for readers" in n and str(db) in n and "as long as it takes" in n
+                               for n in notices)
+    finally:
+        release.set()
+        reader.join(timeout=30)
+    writer.join(timeout=60)
+    assert outcome and read_df("SELECT path FROM files", db=db).path.tolist() == ["/corpus/y.wav"]
+
+
+@pytest.fixture(scope="module")
+def prefect_backend(tmp_path_factory):
+    import os
+
+    os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def test_an_ingestion_behind_a_long_reader_stages_waits_and_stores_its_results(
+        prefect_backend, tmp_path, monkeypatch, ravdess_dir, tiny_hubert_dir):
+    """The trust issue's case: a reader with no time limit used to make the flow give up and lose its results."""
+    import logging
+    import shutil
+
+    from flows.ingest import ingest_folder, staging_dir
+    from pipeline.config import Config
+    from warehouse import connection
+
+    config = Config().replace(emotion_model=str(tiny_hubert_dir), whisper_model="none", explain="none",
+                              db=str(tmp_path / "ev.duckdb"), data_dir=str(tmp_path / "data"))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for clip in sorted((ravdess_dir / "Actor_05").glob("*.flac"))[:2]:
+        shutil.copy(clip, corpus / clip.name)
+    ensure_database(config.db)
+    monkeypatch.setattr(connection, "WRITE_WAIT_S", 1.0)  # the old behaviour would fail within a second
+    monkeypatch.setattr(connection, "WAIT_NOTICE_S", 0.5)
+
+    messages: list[str] = []
+
+    class Grab(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler = Grab(level=logging.WARNING)
+    flow_logger = logging.getLogger("prefect.flow_runs")
+    flow_logger.addHandler(handler)
+    seen: dict = {}
+    started = threading.Event()
+
+    def long_reader() -> None:
+        """Waits for the run to start, then holds the database like `sql --timeout 0` would, until the
+        flow has staged its results and said it waits (or 120 s pass)."""
+        while not started.is_set():
+            if int(read_df("SELECT count(*) FROM runs", db=config.db).iloc[0, 0]) > 0:
+                started.set()
+            else:
+                time.sleep(0.05)
+        with read_connection(config.db) as con:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 120:
+                staged = list(staging_dir(config).glob("*.pkl"))
+                waiting = [m for m in messages if "waiting for readers" in m]
+                if len(staged) == 2 and waiting and time.monotonic() - t0 > 3:
+                    break
+                time.sleep(0.1)
+            seen.update(staged=len(staged), waiting=waiting, held_s=time.monotonic() - t0,
+                        files=con.execute("SELECT count(*) FROM files").fetchall()[0][0])
+
+    reader = threading.Thread(target=long_reader)
+    reader.start()
+    try:
+        summary = ingest_folder(corpus, options=config)
+    finally:
+        started.set()
+        reader.join(timeout=180)
+        flow_logger.removeHandler(handler)
+    # While the reader held the database: both results durably staged, nothing stored yet, the flow said it waits.
+    assert seen["staged"] == 2 and seen["files"] == 0 and seen["held_s"] > 3, seen
+    assert "analysed files stay staged in" in seen["waiting"][0] and config.db in seen["waiting"][0]
+    # After the reader let go: everything stored, staging emptied, the run completed.
+    assert summary.status == "completed" and summary.files_ok == 2
+    assert int(read_df("SELECT count(*) FROM files WHERE status = 'ok'", db=config.db).iloc[0, 0]) == 2
+    assert not list(staging_dir(config).glob("*.pkl"))

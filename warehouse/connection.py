@@ -18,6 +18,10 @@ therefore never keeps a connection open: every operation opens, does its work an
   sides then retry the open with jittered exponential backoff until a wait budget runs out
   (``WRITE_WAIT_S`` for writers, ``READ_WAIT_S`` for readers), and only then raise
   ``WarehouseBusyError`` naming the holder DuckDB reports.
+* A writer that must not give up (the ingestion flow, whose results are staged on disk) writes inside
+  ``patient_writes()``: its writes wait for readers as long as it takes and report that they wait
+  (every ``WAIT_NOTICE_S`` seconds) instead of failing. Every reader has a bounded time limit by
+  default, so the wait ends; a reader without one was asked for explicitly.
 
 See docs/schema.md ("Concurrency") for the reasoning.
 """
@@ -26,17 +30,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import random
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import duckdb
 
-from warehouse.errors import WarehouseBusyError, WarehouseError
+from warehouse.errors import NotADatabaseError, WarehouseBusyError, WarehouseError, one_line
 
 try:  # POSIX; elsewhere only DuckDB's own lock + retry applies
     import fcntl
@@ -53,6 +59,9 @@ STORAGE_COMPATIBILITY = "v1.4.0"
 WRITE_WAIT_S = 180.0
 #: Seconds a reader waits for a writer (writes hold the file for tens of milliseconds).
 READ_WAIT_S = 60.0
+#: A writer that has waited this long says so (log, and the ``patient_writes`` callback), then again
+#: every ``WAIT_NOTICE_S`` seconds.
+WAIT_NOTICE_S = 10.0
 
 _WRITE_CONFIG = {"storage_compatibility_version": STORAGE_COMPATIBILITY}
 #: Read-only connections: no file/URL access, no extension install/load, settings locked so user SQL
@@ -100,6 +109,56 @@ def resolve_db(db: str | os.PathLike | None = None) -> Path:
     return Path(os.path.abspath(Path(db).expanduser()))
 
 
+# ----------------------------------------------------------------------------- waiting writers
+_PATIENCE = threading.local()
+
+
+@contextlib.contextmanager
+def patient_writes(notify: Callable[[str], None] | None = None, *,
+                   every_s: float | None = None) -> Iterator[None]:
+    """Writes of this thread inside the block never give up on readers.
+
+    ``write_connection`` calls without an explicit ``wait_s`` wait for the readers' lock as long as
+    it takes instead of ``WRITE_WAIT_S``; while one waits, ``notify`` gets a one-line message (who
+    holds the database, how long it has waited) after ``every_s`` seconds (default
+    ``WAIT_NOTICE_S``) and again every ``every_s`` seconds. Used by the ingestion flow, whose
+    results are staged on disk while it waits.
+    """
+    previous = getattr(_PATIENCE, "value", None)
+    _PATIENCE.value = (notify, WAIT_NOTICE_S if every_s is None else every_s)
+    try:
+        yield
+    finally:
+        _PATIENCE.value = previous
+
+
+class _WaitNotice:
+    """Called on every poll of a waiting writer; says every ``every_s`` seconds that it still waits."""
+
+    def __init__(self, path: Path, notify: Callable[[str], None] | None, every_s: float, limit_s: float):
+        self.path, self.notify, self.every_s, self.limit_s = path, notify, every_s, limit_s
+        self.t0 = time.monotonic()
+        self.next_at = self.t0 + every_s
+        self.notices = 0
+
+    def __call__(self, holder: str = "readers") -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            return
+        self.next_at = now + self.every_s
+        self.notices += 1
+        until = "as long as it takes" if math.isinf(self.limit_s) else f"gives up after {self.limit_s:g} s"
+        message = (f"waiting for {holder} to let go of database {self.path} "
+                   f"({now - self.t0:.0f} s so far; {until})")
+        if self.notify is None:
+            logger.warning("%s", message)
+            return
+        try:
+            self.notify(message)
+        except Exception:  # noqa: BLE001 - a reporting callback must not break the write
+            logger.warning("%s", message)
+
+
 # ----------------------------------------------------------------------------- the gate
 #: Longest sleep between two tries of a sidecar lock (a flock attempt is one cheap system call).
 _GATE_POLL_MAX_S = 0.005
@@ -145,7 +204,8 @@ class _Gate:
         logger.debug("cannot open lock file %s; relying on DuckDB's lock and retries", path)
         return None
 
-    def _acquire(self, fd: int | None, op: int, deadline: float, what: str) -> None:
+    def _acquire(self, fd: int | None, op: int, deadline: float, what: str,
+                 tick: Callable[..., None] | None = None) -> None:
         if fd is None:
             return
         delay = 0.001
@@ -155,6 +215,8 @@ class _Gate:
                 return
             except BlockingIOError:
                 pass
+            if tick is not None:
+                tick("readers (another EmotiVoice process or thread)")
             if time.monotonic() >= deadline:
                 raise WarehouseBusyError(
                     f"database {self.db} is busy: another EmotiVoice process kept it {what} "
@@ -177,7 +239,7 @@ class _Gate:
             os.close(fd)
 
     @contextlib.contextmanager
-    def exclusive(self, deadline: float) -> Iterator[None]:
+    def exclusive(self, deadline: float, tick: Callable[..., None] | None = None) -> Iterator[None]:
         if fcntl is None:
             yield
             return
@@ -185,8 +247,8 @@ class _Gate:
         turn, rw = self._open(self._turnstile), self._open(self._rw)
         try:
             # Close the turnstile first: readers arriving from now on wait behind this writer.
-            self._acquire(turn, fcntl.LOCK_EX, deadline, "locked")
-            self._acquire(rw, fcntl.LOCK_EX, deadline, "open for reading")
+            self._acquire(turn, fcntl.LOCK_EX, deadline, "locked", tick)
+            self._acquire(rw, fcntl.LOCK_EX, deadline, "open for reading", tick)
             yield
         finally:
             for fd in (rw, turn):
@@ -220,7 +282,8 @@ def _is_lock_conflict(exc: BaseException) -> bool:
     return any(m in msg for m in _LOCK_MESSAGES)
 
 
-def _connect(path: Path, *, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnection:
+def _connect(path: Path, *, read_only: bool, deadline: float,
+             tick: Callable[..., None] | None = None) -> duckdb.DuckDBPyConnection:
     """Open ``path``, retrying DuckDB lock conflicts (other programs) until ``deadline``."""
     delay = 0.005
     while True:
@@ -229,7 +292,9 @@ def _connect(path: Path, *, read_only: bool, deadline: float) -> duckdb.DuckDBPy
             return duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.Error as exc:
             if not _is_lock_conflict(exc):
-                raise WarehouseError(f"cannot open database {path}: {exc}") from exc
+                raise NotADatabaseError(f"cannot open database {path}: {one_line(exc)}") from exc
+            if tick is not None:
+                tick("another program (it holds DuckDB's lock)")
             if time.monotonic() >= deadline:
                 raise WarehouseBusyError(
                     f"database {path} is busy: {exc}. Another program holds it; note that the duckdb "
@@ -250,10 +315,12 @@ def write_connection(db: str | os.PathLike | None = None, *,
     """A read-write connection to an up-to-date database, held exclusively; closed on exit.
 
     Creates the file (and its folder) when missing and applies pending schema migrations.
-    Keep the body short: every reader waits while it runs.
+    Keep the body short: every reader waits while it runs. A writer that waits says so every
+    ``WAIT_NOTICE_S`` seconds (log warning); inside ``patient_writes()`` it waits without limit.
 
     Raises:
-        WarehouseBusyError: still locked after ``wait_s`` (default ``WRITE_WAIT_S``) seconds.
+        WarehouseBusyError: still locked after ``wait_s`` (default ``WRITE_WAIT_S``; unlimited inside
+            ``patient_writes()``) seconds.
         SchemaVersionError: the file is newer than this code or not an EmotiVoice database.
     """
     from warehouse import schema
@@ -261,9 +328,14 @@ def write_connection(db: str | os.PathLike | None = None, *,
     path = resolve_db(db)
     path.parent.mkdir(parents=True, exist_ok=True)
     t_ask = time.monotonic()
-    deadline = t_ask + (WRITE_WAIT_S if wait_s is None else wait_s)
-    with _Gate(path).exclusive(deadline):
-        con = _connect(path, read_only=False, deadline=deadline)
+    patience = getattr(_PATIENCE, "value", None)
+    notify, every_s = patience if patience is not None else (None, WAIT_NOTICE_S)
+    if wait_s is None:
+        wait_s = math.inf if patience is not None else WRITE_WAIT_S
+    deadline = t_ask + wait_s
+    tick = _WaitNotice(path, notify, every_s, wait_s)
+    with _Gate(path).exclusive(deadline, tick):
+        con = _connect(path, read_only=False, deadline=deadline, tick=tick)
         t_got = time.monotonic()
         try:
             schema.migrate(con, str(path))

@@ -290,6 +290,21 @@ def _reseat_sequences(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"CREATE SEQUENCE {seq} START {start}")
 
 
+# ----------------------------------------------------------------------------- version 3
+def _v3_runs_process(con: duckdb.DuckDBPyConnection) -> None:
+    """runs.host/pid: the process that runs it, so a run left 'running' by a dead process can be told
+    from a live one (``warehouse.runs``). Older rows keep NULL: their process is unknown."""
+    con.execute("ALTER TABLE runs ADD COLUMN host VARCHAR")
+    con.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
+
+
+# ----------------------------------------------------------------------------- version 4
+def _v4_chunk_speaker(con: duckdb.DuckDBPyConnection) -> None:
+    """chunks.speaker: who spoke within the file ('S1', 'S2', ... by first appearance; pipeline.speakers).
+    Older rows keep NULL: they were never labelled (re-ingesting the file labels them)."""
+    con.execute("ALTER TABLE chunks ADD COLUMN speaker VARCHAR")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -301,6 +316,8 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, files, chunks, emotions, features, shap, lime, attention", _v1),
     Migration(2, "provenance, explanation metadata, words, extra and absent emotion labels", _v2),
+    Migration(3, "runs.host/pid (runs of dead processes are marked interrupted)", _v3_runs_process),
+    Migration(4, "chunks.speaker (per-chunk speaker labels within a file)", _v4_chunk_speaker),
 )
 #: The version this code writes and reads.
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -3,22 +3,23 @@
 Analyst SQL runs on a read-only connection whose external access is disabled and whose settings are
 locked, so it cannot read or write other files, fetch URLs, ATTACH, COPY, INSTALL/LOAD extensions or
 change the database. On top of that only one SELECT-like statement (SELECT/WITH/FROM/VALUES/
-DESCRIBE/SHOW/SUMMARIZE/PIVOT, EXPLAIN) is accepted, results are cut at a row limit and a timer thread
-interrupts a query that runs past its time limit. Every failure raises ``QueryError`` carrying
-DuckDB's own message.
+DESCRIBE/SHOW/SUMMARIZE/PIVOT, EXPLAIN) is accepted, and the query runs in a child process with a
+memory cap, a wall-clock limit that covers execution, fetching and serialisation, and a row and byte
+cap checked while the result is fetched (``warehouse.sandbox``). Exports run in the same child.
+Every failure raises ``QueryError`` carrying DuckDB's own message (``QueryLimitError`` for a limit).
+
+Internal reads (``read_df``: trusted SQL of the dashboard and flows) run in-process with a time limit.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import decimal
+import dataclasses
+import errno
 import json
 import logging
-import math
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -27,17 +28,21 @@ import duckdb
 import pandas as pd
 
 from warehouse.connection import read_connection, resolve_db
-from warehouse.errors import QueryError
+from warehouse.errors import EXIT_BAD_INPUT, ExportError, QueryError, QueryLimitError
+from warehouse.sandbox import Limits, run_child
 from warehouse.schema import CHUNK_TABLES, SCHEMA_VERSION, TABLES, utc_now
 
 logger = logging.getLogger(__name__)
 
-#: Default row limit of analyst queries.
+#: Default row limit of analyst queries (``Config.sql_max_rows``).
 QUERY_LIMIT = 10_000
-#: Default time limit of analyst queries, seconds (a writer waits at most this long for a reader).
+#: Default time limit of analyst queries, seconds (``Config.sql_timeout_s``).
 QUERY_TIMEOUT_S = 30.0
 #: Default time limit of internal dashboard reads, seconds.
 READ_TIMEOUT_S = 60.0
+#: Default time limit of an export, seconds (``Config.export_timeout_s``).
+EXPORT_TIMEOUT_S = 600.0
+_DEFAULT: Any = object()
 EXPORT_FORMATS = ("parquet", "csv", "json")
 
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
@@ -50,12 +55,14 @@ class QueryResult(pd.DataFrame):
 
     Attributes:
         sql: the query text.
-        truncated: True when the query had more rows than ``limit`` (only ``limit`` are kept).
+        truncated: True when the result was cut (more rows than ``limit``, or more bytes than ``max_bytes``).
+        truncated_by: 'rows', 'bytes' or None.
         limit: the row limit applied (None: none).
-        elapsed_s: seconds the query took, lock wait excluded.
+        max_bytes: the byte cap applied (None: none).
+        elapsed_s: seconds the query took (child process start, execution, fetch, transfer), lock wait excluded.
     """
 
-    _metadata = ["sql", "truncated", "limit", "elapsed_s"]
+    _metadata = ["sql", "truncated", "truncated_by", "limit", "max_bytes", "elapsed_s"]
 
     @property
     def _constructor(self):
@@ -110,43 +117,76 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, params: Params, limit: int | 
             return rel.df()
         except duckdb.InterruptException:
             if fired.is_set():
-                raise QueryError(f"query stopped: it ran longer than its {timeout_s:g} s time limit", sql) from None
+                raise QueryLimitError(f"query stopped: it ran longer than its {timeout_s:g} s time limit", sql) from None
             raise QueryError("query interrupted", sql) from None
         except duckdb.Error as exc:
             raise QueryError(str(exc), sql) from None
 
 
+def _to_pandas(data: bytes) -> pd.DataFrame:
+    """The child's Arrow IPC stream as a DataFrame: maps as dicts, decimals as floats (as DuckDB's own
+    ``.df()`` gives them)."""
+    import pyarrow as pa
+
+    table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+    casts = {i: pa.float64() for i, f in enumerate(table.schema) if pa.types.is_decimal(f.type)}
+    for i, typ in casts.items():
+        table = table.set_column(i, table.schema.field(i).name, table.column(i).cast(typ))
+    return table.to_pandas(maps_as_pydicts="lossy", split_blocks=True, self_destruct=True)
+
+
 def query(sql: str, params: Params = None, *, db: str | os.PathLike | None = None,
-          limit: int | None = QUERY_LIMIT, timeout_s: float | None = QUERY_TIMEOUT_S) -> QueryResult:
-    """Run one analyst query, read-only and sandboxed.
+          limit: int | None = _DEFAULT, timeout_s: float | None = _DEFAULT, max_bytes: int | None = _DEFAULT,
+          memory_mb: int | None = None) -> QueryResult:
+    """Run one analyst query, read-only, sandboxed and bounded.
 
     Args:
         sql: one SELECT-like statement; ``?`` or ``$name`` placeholders take ``params``.
         params: positional (sequence) or named (mapping) parameters.
         db: database file (default: the configuration's).
-        limit: keep at most this many rows (``truncated`` tells whether more existed); None = all.
-        timeout_s: interrupt the query after this many seconds; None = no limit.
+        limit: keep at most this many rows (``truncated`` tells whether more existed); None = no row
+            cap. Default ``Config.sql_max_rows``.
+        timeout_s: stop the query (its child process) after this many seconds; None or 0 = no limit.
+            Default ``Config.sql_timeout_s``.
+        max_bytes: keep at most this many bytes of result (Arrow size); None = no byte cap.
+            Default ``Config.sql_max_mb`` MiB.
+        memory_mb: address-space cap of the query's process, MiB (default ``Config.sql_memory_mb``).
 
     Raises:
-        QueryError: bad SQL, a forbidden statement, a sandbox refusal or the time limit (message
-            from DuckDB, no stack).
+        QueryError: bad SQL, a forbidden statement or a sandbox refusal (message from DuckDB, no stack).
+        QueryLimitError: the time limit or the memory cap stopped it.
         WarehouseBusyError: the database stayed locked by a writer.
     """
     if not sql or not sql.strip():
         raise QueryError("empty query", sql)
-    if limit is not None and limit < 0:
+    if limit is not _DEFAULT and limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, not {limit}")
+    limits = _limits(memory_mb=memory_mb, max_rows=limit, timeout_s=timeout_s, max_bytes=max_bytes)
     with read_connection(db) as con:
         _statement_check(con, sql)
-        t0 = time.perf_counter()
-        df = _run(con, sql, params, limit, timeout_s)
-        elapsed = time.perf_counter() - t0
-    truncated = limit is not None and len(df) > limit
-    if truncated:
-        df = df.iloc[:limit]
+        path = resolve_db(db)
+        done = run_child({"mode": "query", "db": str(path), "sql": sql,
+                          "params": _plain_params(params)}, limits, what="query")
+    df = pd.DataFrame() if done.status.get("empty") else _to_pandas(done.data)
     result = QueryResult(df)
-    result.sql, result.truncated, result.limit, result.elapsed_s = sql, truncated, limit, elapsed
+    result.sql, result.limit, result.max_bytes, result.elapsed_s = sql, limits.max_rows, limits.max_bytes, done.wall_s
+    result.truncated_by = done.status.get("truncated_by")
+    result.truncated = result.truncated_by is not None
     return result
+
+
+def _limits(**given: Any) -> Limits:
+    """The configuration's limits, with every argument that was given (None included) instead."""
+    return dataclasses.replace(Limits.from_config(memory_mb=given.pop("memory_mb", None)),
+                               **{k: v for k, v in given.items() if v is not _DEFAULT})
+
+
+def _plain_params(params: Params) -> Any:
+    if params is None:
+        return None
+    if isinstance(params, Mapping):
+        return dict(params)
+    return list(params)
 
 
 def read_df(sql: str, params: Params = None, *, db: str | os.PathLike | None = None,
@@ -188,53 +228,21 @@ def _table_filter(table: str) -> str:
 _ORDER = {"schema_version": "version", "runs": "run_id", "files": "file_id", "chunks": "chunk_id"}
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (_dt.datetime, _dt.date)):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _write_table(reader: Any, path: Path, fmt: str) -> int:
-    import pyarrow as pa
-
-    n = 0
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        with pq.ParquetWriter(path, reader.schema) as writer:
-            for batch in reader:
-                writer.write_batch(batch)
-                n += batch.num_rows
-    elif fmt == "csv":
-        import pyarrow.csv as pcsv
-
-        with pcsv.CSVWriter(path, reader.schema) as writer:
-            for batch in reader:
-                writer.write_batch(batch)
-                n += batch.num_rows
-    else:
-        maps = [f.name for f in reader.schema if pa.types.is_map(f.type)]
-        with open(path, "w", encoding="utf-8") as fh:
-            for batch in reader:
-                for row in batch.to_pylist():
-                    for m in maps:
-                        if row[m] is not None:
-                            row[m] = dict(row[m])
-                    fh.write(json.dumps(_jsonable(row), ensure_ascii=False, allow_nan=False) + "\n")
-                n += batch.num_rows
-    return n
+def _prepare_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".emotivoice-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        code = 1 if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO) else EXIT_BAD_INPUT
+        raise ExportError(f"cannot write to --out {out}: {reason}", exit_code=code) from None
 
 
 def export(out_dir: str | os.PathLike, *, fmt: str = "parquet", where: str | None = None,
-           db: str | os.PathLike | None = None, tables: Sequence[str] = TABLES) -> ExportResult:
+           db: str | os.PathLike | None = None, tables: Sequence[str] = TABLES,
+           timeout_s: float | None = _DEFAULT, memory_mb: int | None = None) -> ExportResult:
     """Write the tables (or the part of them that belongs to files matching ``where``) to ``out_dir``.
 
     One file per table: ``<table>.parquet``, ``<table>.csv`` (lists and maps as text) or
@@ -242,8 +250,15 @@ def export(out_dir: str | os.PathLike, *, fmt: str = "parquet", where: str | Non
     version). ``where`` is a SQL condition on ``files`` columns (e.g. ``folder LIKE '%/calls'``);
     chunks and the per-chunk tables follow by file_id, runs by the files' run_id.
 
+    The work runs in the sandbox's child process (``warehouse.sandbox``): memory cap and a time limit
+    (``timeout_s``, default ``Config.export_timeout_s``; None or 0 = none), so a hostile ``where``
+    cannot exhaust the machine and the writer it holds up waits a bounded time. Each file appears
+    whole (written under a temporary name, then renamed) or not at all.
+
     Raises:
         QueryError: ``where`` is not a valid condition on files.
+        QueryLimitError: the time limit or the memory cap stopped it.
+        ExportError: ``out_dir`` or a file in it cannot be written (the message names it and why).
         ValueError: an unknown format or table.
     """
     if fmt not in EXPORT_FORMATS:
@@ -251,10 +266,12 @@ def export(out_dir: str | os.PathLike, *, fmt: str = "parquet", where: str | Non
     unknown = set(tables) - set(TABLES)
     if unknown:
         raise ValueError(f"unknown table(s): {', '.join(sorted(unknown))}; tables are {', '.join(TABLES)}")
+    if timeout_s is _DEFAULT:
+        from pipeline.config import load_config
+
+        timeout_s = load_config().export_timeout_s
+    limits = dataclasses.replace(_limits(memory_mb=memory_mb), timeout_s=timeout_s, max_rows=None, max_bytes=None)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {}
-    rows: dict[str, int] = {}
     ext = {"parquet": "parquet", "csv": "csv", "json": "json"}[fmt]
     with read_connection(db) as con:
         selector = "SELECT file_id FROM files" + (f" WHERE ({where})" if where else "")
@@ -263,11 +280,9 @@ def export(out_dir: str | os.PathLike, *, fmt: str = "parquet", where: str | Non
                 duckdb.SQLExpression(where)
             except duckdb.Error as exc:
                 raise QueryError(f"--where {where!r} is not one SQL condition: {exc}", where) from None
-            _statement_check(con, selector)
-        try:
-            con.execute(f"CREATE TEMP TABLE _export_files AS {selector}")
-        except duckdb.Error as exc:
-            raise QueryError(f"--where {where!r}: {exc}", selector) from None
+            _statement_check(con, selector)  # parsing only: planning may fold constants, so it happens in the child
+        _prepare_out(out)
+        plan = []
         for table in tables:
             cols = con.execute(
                 "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
@@ -276,20 +291,29 @@ def export(out_dir: str | os.PathLike, *, fmt: str = "parquet", where: str | Non
                 f'CAST("{c}" AS VARCHAR) AS "{c}"' if fmt == "csv" and (t.endswith("]") or t.startswith("MAP"))
                 else f'"{c}"' for c, t in cols)
             order = _ORDER.get(table, "chunk_id")
-            rel = con.sql(f"SELECT {select} FROM {table} WHERE {_table_filter(table)} ORDER BY {order}")
-            reader = (getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader)(100_000)
-            target = out / f"{table}.{ext}"
-            tmp = out / f".{table}.{ext}.partial"
-            rows[table] = _write_table(reader, tmp, fmt)
-            os.replace(tmp, target)
-            files[table] = target
+            plan.append((table, f"SELECT {select} FROM {table} WHERE {_table_filter(table)} ORDER BY {order}",
+                         str(out / f"{table}.{ext}"), str(out / f".{table}.{ext}.partial")))
+        try:
+            done = run_child({"mode": "export", "db": str(resolve_db(db)), "selector": selector, "tables": plan,
+                              "fmt": fmt, "sql": where}, limits, what="export")
+        except QueryError as exc:
+            if isinstance(exc, QueryLimitError):
+                raise
+            raise QueryError(f"--where {where!r}: {exc}" if where else str(exc), selector) from None
+    rows = {t: int(n) for t, n in done.status["rows"].items()}
+    files = {t: out / f"{t}.{ext}" for t in tables}
     manifest = {"database": str(resolve_db(db)), "schema_version": SCHEMA_VERSION, "format": fmt,
                 "where": where, "exported_at_utc": utc_now().isoformat(),
                 "tables": {t: {"file": files[t].name, "rows": rows[t]} for t in tables}}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    try:
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ExportError(f"cannot write {out / 'manifest.json'}: {exc.strerror or exc}",
+                          exit_code=1 if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO) else EXIT_BAD_INPUT
+                          ) from None
     logger.info("exported %d tables (%d rows) to %s", len(files), sum(rows.values()), out)
     return ExportResult(out, fmt, files, rows, where)
 
 
-__all__ = ["EXPORT_FORMATS", "ExportResult", "QUERY_LIMIT", "QUERY_TIMEOUT_S", "QueryError", "QueryResult",
-           "export", "query", "read_df"]
+__all__ = ["EXPORT_FORMATS", "EXPORT_TIMEOUT_S", "ExportResult", "QUERY_LIMIT", "QUERY_TIMEOUT_S", "QueryError",
+           "QueryLimitError", "QueryResult", "export", "query", "read_df"]

@@ -36,6 +36,9 @@ from warehouse.schema import CHUNK_TABLES, folder_of, utc_now
 logger = logging.getLogger(__name__)
 
 SOURCES = ("batch", "live")
+#: Failure types the ingestion flow retries on every run even when the file is unchanged (the cause may
+#: go away: a permission, a vanished or unreadable file). Other failures come from the content itself.
+RETRIED_ERROR_TYPES = ("unreadable",)
 
 
 def settings_key(settings: Mapping[str, Any]) -> str:
@@ -84,7 +87,7 @@ _SCHEMAS: dict[str, pa.Schema] = {
     "chunks": pa.schema([("pos", pa.int32()), ("idx", pa.int32()), ("start_s", pa.float64()),
                          ("end_s", pa.float64()), ("transcript", pa.string()), ("language", pa.string()),
                          ("language_probability", pa.float64()), ("dominant", pa.string()),
-                         ("dominant_score", pa.float64())]),
+                         ("dominant_score", pa.float64()), ("speaker", pa.string())]),
     "emotions": pa.schema([("pos", pa.int32()), ("kind", pa.string()), ("label", pa.string()),
                            ("score", pa.float64()), ("granular_kind", pa.string())]),
     "features": pa.schema([("pos", pa.int32()), ("name", pa.string()), ("value", pa.float64())]),
@@ -127,7 +130,7 @@ def _chunk_rows(pos: int, ch: ChunkResult, rows: dict[str, _Rows]) -> None:
     present = [(e, _num(ch.base.get(e))) for e in BASE_EMOTIONS]
     dom_score = _num(ch.base.get(ch.dominant)) if ch.dominant else None
     rows["chunks"].add(pos, ch.idx, float(ch.start_s), float(ch.end_s), ch.transcript, ch.language,
-                       _num(ch.language_probability), ch.dominant, dom_score)
+                       _num(ch.language_probability), ch.dominant, dom_score, ch.speaker)
     emo = rows["emotions"]
     for label, score in present:  # absent labels: a row with NULL score (never 0)
         emo.add(pos, "base", label, score, None)
@@ -370,22 +373,40 @@ class Warehouse:
 
     # --- runs
     def start_run(self, config_json: str | Mapping[str, Any] | None = None, *, source: str = "batch") -> int:
-        """Record the start of an ingestion run; returns its run_id.
+        """Record the start of an ingestion run (with this process's host and pid); returns its run_id.
+
+        Runs of this host left 'running' by a process that no longer exists are marked 'interrupted'
+        first (``warehouse.runs.mark_stale_runs``).
 
         Args:
             config_json: the configuration of the run (JSON text or a mapping).
             source: 'batch' (a folder ingestion) or 'live' (a live session).
         """
+        from warehouse import runs
+
         if source not in SOURCES:
             raise ValueError(f"run source must be one of {SOURCES}, not {source!r}")
         config = config_json if config_json is None or isinstance(config_json, str) else \
             json.dumps(dict(config_json), sort_keys=True, default=str)
-        with connection.write_connection(self.db) as con:
+        host, pid = runs.this_process()
+        with connection.write_connection(self.db) as con, transaction(con):
+            runs.mark_stale_runs(con)
             run_id = con.execute(
-                "INSERT INTO runs (run_id, started_at, status, config, source) "
-                "VALUES (nextval('run_id_seq'), ?, 'running', ?, ?) RETURNING run_id",
-                [utc_now(), config, source]).fetchall()[0][0]
+                "INSERT INTO runs (run_id, started_at, status, config, source, host, pid) "
+                "VALUES (nextval('run_id_seq'), ?, 'running', ?, ?, ?, ?) RETURNING run_id",
+                [utc_now(), config, source, host, pid]).fetchall()[0][0]
         return int(run_id)
+
+    def interrupt_process_runs(self, *, wait_s: float | None = None) -> list[int]:
+        """Mark every run this process still has 'running' as 'interrupted' (a forced stop); their ids.
+
+        Args:
+            wait_s: give up (``WarehouseBusyError``) when the file stays locked this long.
+        """
+        from warehouse import runs
+
+        with connection.write_connection(self.db, wait_s=wait_s) as con:
+            return runs.mark_process_runs(con, "interrupted")
 
     def finish_run(self, run_id: int, status: str, *, n_files: int | None = None, n_failed: int | None = None,
                    n_skipped: int | None = None, summary: Mapping[str, Any] | str | None = None) -> None:
@@ -413,7 +434,7 @@ class Warehouse:
     def already_done(self, path: str | os.PathLike, sha256: str, settings_key: str) -> bool:
         """True when ``path`` already holds this content's outcome for these settings.
 
-        An ``ok`` or ``skipped`` row counts as done; a ``failed`` row does not (failures are retried).
+        An ``ok`` or ``skipped`` row counts as done; a ``failed`` row does not (see ``failed_before``).
         """
         with connection.read_connection(self.db) as con:
             row = _first(con.execute(
@@ -421,6 +442,17 @@ class Warehouse:
                 "AND status IN ('ok', 'skipped') LIMIT 1",
                 [normalize_path(path), sha256, settings_key]).fetchall())
         return row is not None
+
+    def failed_before(self, path: str | os.PathLike, sha256: str) -> tuple[str, str] | None:
+        """(error, error_type) when ``path`` holds a ``failed`` row for this very content whose failure
+        came from the content (error_type other than those in ``RETRIED_ERROR_TYPES``): the flow does not
+        retry it while the file is unchanged (``--retry-failed`` does). None otherwise."""
+        with connection.read_connection(self.db) as con:
+            row = _first(con.execute(
+                "SELECT error, error_type FROM files WHERE path = ? AND sha256 = ? AND status = 'failed' "
+                "AND error_type IS NOT NULL AND NOT list_contains(?, error_type) LIMIT 1",
+                [normalize_path(path), sha256, list(RETRIED_ERROR_TYPES)]).fetchall())
+        return None if row is None else (str(row[0]), str(row[1]))
 
     def find_reusable(self, sha256: str, settings_key: str) -> int | None:
         """The file_id of stored ``ok`` results for this content and settings (any path), or None."""
@@ -489,8 +521,14 @@ class Warehouse:
             path: the file.
             sha256: its content hash, when it could be read.
             error: the plain reason shown to users ("not audio: ...", "decoding failed: ...").
-            status: 'failed' (retried by the next run) or 'skipped' (not retried while unchanged).
-            error_type: optional class of the error (e.g. 'AudioError') for grouping.
+            status: 'failed' (not analysed because of an error) or 'skipped' (not audio, hidden).
+            error_type: the class of the failure (``pipeline.types.AUDIO_ERROR_KINDS``: 'decode',
+                'unsupported', 'truncated', 'crashed', 'timeout', 'unreadable'); the flow retries
+                failures of the types in ``RETRIED_ERROR_TYPES`` on every run, others only when the
+                file changed (see ``failed_before``).
+
+        File ids are stable: a path whose only row is failed/skipped keeps its file_id (the row is
+        updated in place, and not written at all when a skipped row says the same again).
         """
         if status not in ("failed", "skipped"):
             raise ValueError(f"status of a file without results must be 'failed' or 'skipped', not {status!r}")
@@ -502,6 +540,17 @@ class Warehouse:
                   "settings_key": settings_key, "recorded_at": _mtime_utc(stored_path), "notes": [],
                   "error_type": error_type, "n_chunks": 0}
         with connection.write_connection(self.db) as con, transaction(con):
+            prev = con.execute("SELECT file_id, status, sha256, error, error_type FROM files WHERE path = ?",
+                               [stored_path]).fetchall()
+            if len(prev) == 1 and prev[0][1] in ("failed", "skipped"):
+                file_id = int(prev[0][0])
+                if status == "skipped" and tuple(prev[0][1:]) == (status, sha256, str(error), error_type):
+                    return file_id  # the same verdict again: nothing to write
+                values["ingested_at"] = utc_now()
+                cols = [c for c in values if c != "path"]
+                con.execute(f"UPDATE files SET {', '.join(f'{c} = ?' for c in cols)}, reused_from = NULL "
+                            "WHERE file_id = ?", [values[c] for c in cols] + [file_id])
+                return file_id
             _delete_paths(con, stored_path)
             file_id = int(_next_ids(con, "file_id_seq", 1)[0])
             _insert_files(con, [{"file_id": file_id, **values}])

@@ -10,6 +10,10 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:  # `streamlit run` puts only the script's folder on the path
     sys.path.insert(0, _ROOT)
 
+from dashboard import auth  # noqa: E402
+
+auth.require(auth.VIEWER)  # here too: Streamlit may run this file without app.py (dashboard/auth.py)
+
 from dashboard.views import explain  # noqa: E402
 
 explain.render()

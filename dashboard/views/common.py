@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 from pathlib import Path
 from typing import Iterator
 
@@ -13,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data
+from dashboard.safe_text import md_escape  # noqa: F401  (pages use common.md_escape)
 from pipeline.config import Config, load_config
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ _NAVIGATION_FIXED = False
 
 
 def ensure_app_navigation() -> None:
-    """Make a deep link (e.g. ``/File?file=3``) on a fresh server run through ``dashboard/app.py``.
+    """Make a deep link (e.g. ``/file?file=3``) on a fresh server run through ``dashboard/app.py``.
 
     Streamlit treats an app whose main script has a ``pages/`` folder beside it as an old-style
     multipage app until ``st.navigation`` has run once in the process; until then a deep link runs the
@@ -74,48 +76,60 @@ def guard() -> Iterator[None]:
     try:
         yield
     except WarehouseBusyError as exc:
-        st.warning(f"The database is busy right now ({exc}). Try again in a moment.")
+        st.warning(f"The database is busy right now ({md_escape(exc)}). Try again in a moment.")
         st.stop()
     except SchemaVersionError as exc:
-        st.error(str(exc))
+        st.error(md_escape(exc))
         st.stop()
     except WarehouseError as exc:
         logger.exception("dashboard query failed")
-        st.error(f"The warehouse could not answer: {exc}")
+        st.error(f"The warehouse could not answer: {md_escape(exc)}")
         st.stop()
 
 
 def empty_state(db: str, status: data.Status) -> bool:
     """Draw the friendly empty state when there is nothing to show; True when drawn."""
-    if not status.exists:
-        st.info(f"No database yet at `{db}`. Ingest recordings first:\n\n"
-                f"```\nemotivoice ingest FOLDER --db {db}\n```\n\nor start an ingestion from the **Runs** page.")
-        return True
-    if status.empty:
-        st.info(f"The warehouse `{db}` is empty. Ingest recordings with\n\n"
-                f"```\nemotivoice ingest FOLDER --db {db}\n```\n\nor start an ingestion from the **Runs** page.")
+    if not status.exists or status.empty:
+        where = f"No database yet at {md_escape(db)}" if not status.exists else f"The warehouse {md_escape(db)} is empty"
+        st.info(f"{where}. Ingest recordings with `emotivoice ingest FOLDER` (the command below), or start an "
+                "ingestion from the **Runs** page.")
+        st.code(f"emotivoice ingest FOLDER --db {shlex.quote(str(db))}", language="bash")
         return True
     return False
 
 
 def untrained_warning(model: str | None) -> None:
     st.warning(f"⚠️ **Not emotions.** These results come from an untrained (random-weight) emotion model "
-               f"(`{model}`): its scores are model outputs, not emotions. Use them only to check the pipeline.")
+               f"({md_escape(model)}): its scores are model outputs, not emotions. Use them only to check the "
+               "pipeline.")
 
 
-def _query_int(name: str) -> int | None:
-    value = st.query_params.get(name)
+def caveats(models: list[tuple[str | None, bool]]) -> None:
+    """What the emotion model(s) behind the page are, trained on what, how well they do on unseen speakers,
+    and the intended-use / consent notice (``dashboard.caveats``), as plain captions."""
+    from dashboard import caveats as cv
+
+    for text in cv.model_caveats(models):
+        st.caption(md_escape(text))
+    st.caption(md_escape(cv.INTENDED_USE))
+
+
+def _link_id(name: str) -> tuple[int | None, str | None]:
+    """The id in the page's URL query (``?file=3``): (id, None), (None, the raw text) when it is not a
+    number, or (None, None) when absent."""
+    raw = st.query_params.get(name)
+    if raw is None:
+        return None, None
     try:
-        return int(value) if value is not None else None
+        return int(raw), None
     except ValueError:
-        return None
+        return None, str(raw)
 
 
 def current_file_id() -> int | None:
-    qp = _query_int("file")
-    if qp is not None:
-        st.session_state[FILE_KEY] = qp
-    return st.session_state.get(FILE_KEY)
+    """The file chosen on any page (or given by the link, before a picker checked it)."""
+    link, _ = _link_id("file")
+    return st.session_state.get(FILE_KEY, link)
 
 
 def set_file(file_id: int | None) -> None:
@@ -135,38 +149,78 @@ def set_chunk(chunk_id: int | None) -> None:
     st.query_params["chunk"] = str(int(chunk_id))
 
 
+def _bad_link(name: str, raw: str) -> None:
+    st.warning(f"The link's {name} id “{md_escape(raw)}” is not a number: pick a {name} below.")
+    st.query_params.pop(name, None)
+
+
 def pick_file(db: str, *, key: str) -> int | None:
-    """A searchable file picker; returns the chosen file_id (remembered across pages)."""
-    current = current_file_id()
+    """A searchable file picker; returns the chosen file_id (remembered across pages and in the URL).
+
+    A link's ``?file=ID`` is checked: an id that is not (or no longer) an analysed file of this warehouse
+    is named in a warning. A search selects its (first) match unless the current file matches, and says
+    when nothing matches.
+    """
+    link, bad = _link_id("file")
+    if bad is not None:
+        _bad_link("file", bad)
+    current = st.session_state.get(FILE_KEY)
+    if link is not None and link != current:  # a link opened in a new session, or a page switch with ?file=
+        info = data.file_info(db, link)
+        if info is None or info.get("status") != "ok":
+            why = "is not in this warehouse (re-ingested or removed)" if info is None else \
+                f"has no results (its ingestion {info.get('status')})"
+            st.warning(f"File #{link} from the link {why}: pick a file below.")
+            st.query_params.pop("file", None)
+            st.query_params.pop("chunk", None)
+        else:
+            current = link
+            st.session_state[FILE_KEY] = link
     search = st.text_input("Find a file (part of its path)", key=f"{key}_search", placeholder="e.g. Actor_01 or .wav")
     choices = data.file_choices(db, search)
+    if search.strip() and choices.empty:
+        st.warning(f"No analysed file's path contains “{md_escape(search.strip())}”.")
+        choices = data.file_choices(db, "")
+    elif search.strip() and current not in set(int(x) for x in choices["file_id"]):
+        current = int(choices["file_id"].iloc[0])  # the search selects its match
     ids = [int(x) for x in choices["file_id"]]
     names = {int(r.file_id): r.path for r in choices.itertuples()}
-    if current is not None and current not in ids:
+    if current is not None and current not in ids and not search.strip():
         info = data.file_info(db, current)
-        if info is not None and info.get("status") == "ok":
+        if info is not None and info.get("status") == "ok":  # older than the newest files listed
             ids.insert(0, current)
             names[current] = info["path"]
     if not ids:
-        st.info("No analysed file matches." if search else "No analysed files yet.")
+        st.info("No analysed files yet.")
         return None
-    index = ids.index(current) if current in ids else 0
-    chosen = st.selectbox("File", ids, index=index, key=f"{key}_file",
-                          format_func=lambda i: f"{names.get(i, i)}  (#{i})")
+    wkey = f"{key}_file"
+    if current in ids:
+        st.session_state[wkey] = current
+    elif st.session_state.get(wkey) not in ids:
+        st.session_state[wkey] = ids[0]
+    chosen = st.selectbox("File", ids, key=wkey, format_func=lambda i: f"{names.get(i, i)}  (#{i})",
+                          on_change=lambda: set_file(st.session_state[wkey]))
     set_file(chosen)
     return chosen
 
 
 def pick_chunk(chunks: pd.DataFrame, *, key: str, trained: bool = True) -> int | None:
-    """A chunk picker over a file's chunks; returns the chosen chunk_id (remembered across pages)."""
+    """A chunk picker over a file's chunks; returns the chosen chunk_id (remembered across pages and in
+    the URL). A link's ``?chunk=ID`` that is not a chunk of this file is named in a warning."""
     if chunks.empty:
         return None
     ids = [int(x) for x in chunks["chunk_id"]]
-    qp = _query_int("chunk")
-    if qp in ids:
-        st.session_state[CHUNK_KEY] = qp
+    link, bad = _link_id("chunk")
+    if bad is not None:
+        _bad_link("chunk", bad)
     current = st.session_state.get(CHUNK_KEY)
-    index = ids.index(current) if current in ids else 0
+    if link is not None and link != current:
+        if link in ids:
+            current = link
+            st.session_state[CHUNK_KEY] = link
+        else:
+            st.warning(f"Chunk #{link} from the link is not a chunk of this file: showing its first chunk.")
+            st.query_params.pop("chunk", None)
     rows = {int(r.chunk_id): r for r in chunks.itertuples()}
     tag = "" if trained else " (not an emotion)"
 
@@ -175,7 +229,13 @@ def pick_chunk(chunks: pd.DataFrame, *, key: str, trained: bool = True) -> int |
         dom = r.dominant if isinstance(r.dominant, str) else "—"
         return f"chunk {r.idx}: {r.start_s:.2f}–{r.end_s:.2f} s · {dom}{tag}"
 
-    chosen = st.selectbox("Chunk", ids, index=index, key=f"{key}_chunk", format_func=fmt)
+    wkey = f"{key}_chunk"
+    if current in ids:
+        st.session_state[wkey] = current
+    elif st.session_state.get(wkey) not in ids:
+        st.session_state[wkey] = ids[0]
+    chosen = st.selectbox("Chunk", ids, key=wkey, format_func=fmt,
+                          on_change=lambda: set_chunk(st.session_state[wkey]))
     set_chunk(chosen)
     return chosen
 

@@ -3,11 +3,15 @@ against the corpus and the faithfulness check; the full tier on demand."""
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 import streamlit as st
 
 from dashboard import actions, charts, data, media
 from dashboard.views import common
+
+logger = logging.getLogger(__name__)
 
 #: What each faithfulness measure means (keys of explanations.faithfulness).
 FAITHFULNESS_HELP = {
@@ -34,7 +38,7 @@ def render() -> None:
         info = data.file_info(db, file_id)
         chunks = data.file_chunks(db, file_id)
     if info is None:
-        st.error(f"File #{file_id} is no longer in the warehouse.")
+        st.error(f"File #{file_id} is no longer in the warehouse (it was re-ingested or removed).")
         return
     if chunks.empty:
         st.info("This file has no speech chunks to explain.")
@@ -51,8 +55,12 @@ def render() -> None:
         ctx = data.chunk_context(db, chunk_id)
         stored = data.chunk_explanation(db, chunk_id)
     exp = data.stored_explanation(stored) if stored is not None else None
-    st.caption(f"Chunk {ctx.idx} of `{ctx.path}` · {ctx.start_s:.2f}–{ctx.end_s:.2f} s · emotion model "
-               f"`{ctx.emotion_model}`")
+    if ctx is None:
+        st.warning(f"Chunk #{chunk_id} is no longer in the warehouse (its file was re-ingested or removed).")
+        return
+    st.caption(common.md_escape(f"Chunk {ctx.idx} of {ctx.path} · {ctx.start_s:.2f}–{ctx.end_s:.2f} s · emotion "
+                                f"model {ctx.emotion_model}"))
+    common.caveats([(ctx.emotion_model, ctx.emotion_trained)])
 
     _full_tier_button(cfg, db, chunk_id, exp)
     if exp is None:
@@ -89,15 +97,16 @@ def render() -> None:
             st.caption(f"Shapley values over {len(seg)} time segments; they sum to "
                        f"{seg['value'].sum():+.4f} = f(all) − f(none).")
         else:
-            st.info(f"No segment Shapley values: {exp.shap_method}")
+            st.info("No segment Shapley values: " + common.md_escape(exp.shap_method))
         if exp.shap_features:
             feats = pd.DataFrame({"feature": list(exp.shap_features), "value": list(exp.shap_features.values())})
             st.altair_chart(charts.shap_features(feats, exp.target_label), width="stretch")
             r2 = "n/a" if exp.surrogate_r2 is None else f"{exp.surrogate_r2:.2f}"
             st.caption(f"Shapley values of a surrogate model of the emotion model (held-out R² {r2}): "
-                       f"{exp.shap_features_method}")
+                       + common.md_escape(exp.shap_features_method))
         else:
-            st.caption(f"Acoustic-feature Shapley values: {exp.shap_features_method or 'not computed'}.")
+            st.caption("Acoustic-feature Shapley values: "
+                       + common.md_escape(exp.shap_features_method or "not computed") + ".")
     with tabs[1]:
         lime = pd.DataFrame([{"segment": s.segment, "start_s": s.start_s, "end_s": s.end_s, "weight": s.value}
                              for s in exp.lime_segments])
@@ -109,7 +118,7 @@ def render() -> None:
             if clip is not None:
                 st.audio(clip, sample_rate=media.SAMPLE_RATE)
         else:
-            st.info(f"No LIME weights: {exp.lime_method}")
+            st.info("No LIME weights: " + common.md_escape(exp.lime_method))
     with tabs[2]:
         _attention(stored, exp)
     with tabs[3]:
@@ -134,9 +143,10 @@ def render() -> None:
                     "the full tier checks every chunk it explains).")
         _faithfulness_overview(db)
     with tabs[5]:
-        st.markdown(f"- **SHAP (segments):** {exp.shap_method}\n- **LIME:** {exp.lime_method}\n"
-                    f"- **SHAP (acoustic features):** {exp.shap_features_method or 'not computed'}\n"
-                    f"- **Attention:** {exp.attention_note or '—'}")
+        esc = common.md_escape
+        st.markdown(f"- **SHAP (segments):** {esc(exp.shap_method)}\n- **LIME:** {esc(exp.lime_method)}\n"
+                    f"- **SHAP (acoustic features):** {esc(exp.shap_features_method or 'not computed')}\n"
+                    f"- **Attention:** {esc(exp.attention_note or '—')}")
 
 
 def _faithfulness_overview(db: str) -> None:
@@ -162,15 +172,15 @@ def _attention(stored, exp) -> None:
     if not maps:
         note = exp.attention_note or ""
         if "has no attention" in note or not note:
-            st.info("This model has no attention" + (f" ({note})." if note else "."))
+            st.info("This model has no attention" + (f" ({common.md_escape(note)})." if note else "."))
         else:
-            st.info(f"No attention maps for this chunk: {note}")
+            st.info("No attention maps for this chunk: " + common.md_escape(note))
         return
     layers = sorted(k for k in maps if k >= 0)
     panels = [(f"layer {k + 1}", maps[k]) for k in layers]
     if -1 in maps:
         panels.append(("rollout (all layers)", maps[-1]))
-    st.caption(exp.attention_note or "")
+    st.caption(common.md_escape(exp.attention_note or ""))
     cols = st.columns(min(3, len(panels)))
     for i, (name, m) in enumerate(panels):
         cols[i % len(cols)].altair_chart(charts.attention_heatmap(m, name), width="content")
@@ -185,10 +195,11 @@ def _full_tier_button(cfg, db: str, chunk_id: int, exp) -> None:
             with st.spinner("Running the full explanation tier…"):
                 replaced = actions.run_full_explanation(cfg, db, chunk_id)
         except Exception as exc:  # a model that cannot load, audio that moved: say so, no traceback
-            st.error(f"The full tier could not run: {exc}")
+            logger.exception("full explanation tier of chunk %s failed", chunk_id)
+            st.error("The full tier could not run: " + common.md_escape(exc))
             return
         st.session_state["explain_done"] = (chunk_id, replaced.tier, replaced.target_label)
         st.rerun()
     done = st.session_state.get("explain_done")
     if done and done[0] == chunk_id:
-        st.success(f"Stored the {done[1]} tier explanation of p({done[2]}) for this chunk.")
+        st.success(f"Stored the {done[1]} tier explanation of p({common.md_escape(done[2])}) for this chunk.")

@@ -9,8 +9,12 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, media, report
-from dashboard.views import common
+from dashboard.views import common, exports
 from pipeline.types import BASE_EMOTIONS
+
+
+_AUTOPLAY = "file_autoplay_chunk"
+_BAND_SEEN = "file_band_seen"
 
 
 def render() -> None:
@@ -30,14 +34,16 @@ def render() -> None:
     if not trained:
         common.untrained_warning(info.get("emotion_model"))
     _header(info, len(chunks))
+    common.caveats([(info.get("emotion_model"), trained)])
     if absent:
-        st.info(f"This model has no {', '.join(sorted(absent))} class: shown as **absent**, not 0.")
+        st.info(f"This model has no {common.md_escape(', '.join(sorted(absent)))} class: shown as **absent**, not 0.")
     for note in info.get("notes") or []:
-        st.caption(f"Note: {note}")
+        st.caption("Note: " + common.md_escape(note))
 
     audio = media.load_audio(str(info["path"]))
     if isinstance(audio, media.AudioUnavailable):
-        st.warning(f"Audio not available ({audio.reason}): showing the timeline without waveform or player.")
+        st.warning(f"Audio not available ({common.md_escape(audio.reason)}): showing the timeline without waveform "
+                   "or player.")
         env, samples = None, None
     else:
         samples = audio.samples
@@ -45,16 +51,23 @@ def render() -> None:
             env = media.file_envelope(audio)
         except OSError:  # the file changed or vanished since it was decoded
             env = charts.envelope(samples, media.SAMPLE_RATE)
+    duration = data._opt_float(info.get("duration_s"))
     if chunks.empty:
         st.info("No speech chunks were stored for this file.")
         if env is not None:
             st.altair_chart(charts.waveform_timeline(env, chunks.assign(dominant=[]), trained=trained,
-                                                     duration_s=info.get("duration_s")), width="stretch")
+                                                     duration_s=duration), width="stretch")
         _exports(db, file_id, info)
         return
 
-    st.altair_chart(charts.waveform_timeline(env, chunks, trained=trained, duration_s=info.get("duration_s")),
+    event = st.altair_chart(charts.waveform_timeline(env, chunks, trained=trained, duration_s=duration,
+                                                     clickable=True),
+                            width="stretch", on_select="rerun", selection_mode=charts.BAND_SELECTION,
+                            key="file_timeline")
+    _follow_click(event, chunks)
+    st.altair_chart(charts.probability_over_time(chunks, trained=trained, absent=absent, duration_s=duration),
                     width="stretch")
+    _speakers(chunks, trained, duration)
     st.subheader("Chunks")
     st.dataframe(_chunk_table(chunks, absent), hide_index=True, width="stretch", key="file_chunks")
 
@@ -66,21 +79,69 @@ def render() -> None:
     _exports(db, file_id, info)
 
 
+def clicked_chunk(event) -> int | None:
+    """The chunk_id of the band clicked in the timeline (``st.altair_chart``'s selection event), or None."""
+    selection = (event.get("selection") if isinstance(event, dict) else getattr(event, "selection", None)) or {}
+    try:
+        picked = selection.get(charts.BAND_SELECTION) or []
+    except AttributeError:
+        return None
+    for point in picked:
+        if isinstance(point, dict) and point.get("chunk_id") is not None:
+            return int(point["chunk_id"])
+    return None
+
+
+def _follow_click(event, chunks: pd.DataFrame) -> None:
+    """A click on a band picks that chunk and plays it (once per click: the chart keeps its selection)."""
+    picked = clicked_chunk(event)
+    if picked == st.session_state.get(_BAND_SEEN):
+        return
+    st.session_state[_BAND_SEEN] = picked
+    if picked is not None and picked in set(int(x) for x in chunks["chunk_id"]):
+        common.set_chunk(picked)
+        st.session_state[_AUTOPLAY] = picked
+
+
 def _header(info: dict, n_chunks: int) -> None:
-    st.markdown(f"**{Path(str(info['path'])).name}** · `{info['path']}`")
+    st.subheader(common.md_escape(Path(str(info["path"])).name), anchor=False)
+    st.code(str(info["path"]), language=None, wrap_lines=True)
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Duration (s)", f"{(info.get('duration_s') or 0):.1f}")
+    c1.metric("Duration (s)", f"{(data._opt_float(info.get('duration_s')) or 0):.1f}")
     c2.metric("Chunks", n_chunks)
     c3.metric("Emotion model", Path(str(info.get("emotion_model") or "?")).name,
-              help=f"{info.get('emotion_model')} — "
-                   + ("trained" if info.get("emotion_trained") else "UNTRAINED (random weights)"))
-    c4.metric("Whisper", Path(str(info.get("whisper_model") or "off")).name, help=str(info.get("whisper_model")))
+              help=common.md_escape(f"{info.get('emotion_model')} — "
+                                    + ("trained" if info.get("emotion_trained") else "UNTRAINED (random weights)")))
+    c4.metric("Whisper", Path(str(info.get("whisper_model") or "off")).name,
+              help=common.md_escape(str(info.get("whisper_model") or "transcription was off")))
     bits = [f"source: {info.get('source')}", f"recorded: {_ts(info.get('recorded_at'))}",
             f"ingested: {_ts(info.get('ingested_at'))}", f"run: {info.get('run_id')}",
             f"sample rate: {info.get('sample_rate')} Hz", f"channels: {info.get('channels')}"]
-    if info.get("reused_from") is not None and not pd.isna(info.get("reused_from")):
+    if not data.missing(info.get("reused_from")):
         bits.append(f"results copied from file #{int(info['reused_from'])} (same content)")
-    st.caption(" · ".join(bits))
+    st.caption(common.md_escape(" · ".join(bits)))
+
+
+def speaker_labels(chunks: pd.DataFrame) -> list[str]:
+    """The file's speaker labels (S1, S2, ... in natural order); empty when none was stored."""
+    if "speaker" not in chunks.columns:
+        return []
+    return charts.speaker_order(s for s in chunks["speaker"] if isinstance(s, str) and s)
+
+
+def _speakers(chunks: pd.DataFrame, trained: bool, duration: float | None) -> None:
+    """Two or more voices: an emotion timeline per speaker. One voice, or no labels: one quiet line."""
+    labels = speaker_labels(chunks)
+    unlabelled = int(sum(1 for s in chunks.get("speaker", []) if not (isinstance(s, str) and s)))
+    if len(labels) >= 2:
+        st.altair_chart(charts.speaker_timeline(chunks, trained=trained, duration_s=duration), width="stretch")
+        st.caption(f"{len(labels)} voices told apart within this file" +
+                   (f"; {unlabelled} chunk(s) too short to tell are on the row {charts.NO_SPEAKER}."
+                    if unlabelled else "."))
+    elif labels:
+        st.caption("Speakers: one voice" + (f" ({unlabelled} chunk(s) too short to tell)." if unlabelled else "."))
+    else:
+        st.caption("Speakers: speaker labels were not computed for this file.")
 
 
 def _ts(v) -> str:
@@ -93,6 +154,7 @@ def _chunk_table(chunks: pd.DataFrame, absent: set[str]) -> pd.DataFrame:
     out = pd.DataFrame({
         "chunk": chunks["idx"], "start (s)": chunks["start_s"].round(2), "end (s)": chunks["end_s"].round(2),
         "dominant": chunks["dominant"],
+        "speaker": chunks["speaker"].fillna("") if "speaker" in chunks.columns else "",
     })
     for e in BASE_EMOTIONS:
         out[e] = [common.base_cells(v, e in absent) for v in chunks[e]]
@@ -111,29 +173,34 @@ def _chunk_panel(db: str, info: dict, row: pd.Series, absent: set[str], samples,
         st.altair_chart(charts.base_probabilities(base, trained=trained), width="stretch")
         extra = emotions[emotions["kind"] == "extra"]
         if len(extra):
-            st.caption("Other labels of this model (outside the six): "
-                       + ", ".join(f"{r.label} {r.score:.2f}" for r in extra.itertuples()))
+            st.caption(common.md_escape("Other labels of this model (outside the six): "
+                                        + ", ".join(f"{r.label} {r.score:.2f}" for r in extra.itertuples())))
     with right:
-        st.markdown(f"**Chunk {int(row['idx'])}** · {row['start_s']:.2f}–{row['end_s']:.2f} s")
+        speaker = row.get("speaker")
+        said = f" · speaker {common.md_escape(speaker)}" if isinstance(speaker, str) and speaker else ""
+        st.markdown(f"**Chunk {int(row['idx'])}** · {row['start_s']:.2f}–{row['end_s']:.2f} s{said}")
         if samples is not None:
             clip = media.chunk_samples(samples, float(row["start_s"]), float(row["end_s"]))
-            st.audio(clip, sample_rate=media.SAMPLE_RATE)
+            autoplay = st.session_state.pop(_AUTOPLAY, None) == chunk_id  # chosen by a click on its band
+            st.audio(clip, sample_rate=media.SAMPLE_RATE, autoplay=autoplay)
         transcript = row["transcript"] if isinstance(row["transcript"], str) else None
         if transcript is None:
             st.caption("No transcript (transcription was off).")
         else:
             lang = row["language"] if isinstance(row["language"], str) else "?"
-            st.markdown(f"**Transcript** ({lang}): {transcript.strip() or '*(empty)*'}")
+            st.markdown(f"**Transcript** ({common.md_escape(lang)}):")
+            st.text(transcript.strip() or "(empty)")
         gran = emotions[emotions["kind"] == "granular"]
         comp = emotions[emotions["kind"] == "complex"]
         tag = "" if trained else " *(untrained model: not emotions)*"
-        st.markdown("**Granular:** " + (", ".join(f"{r.label} {r.score:.2f} ({r.granular_kind})"
-                                                  for r in gran.itertuples()) or "none") + tag)
-        st.markdown("**Complex:** " + (", ".join(f"{r.label} {r.score:.2f}" for r in comp.itertuples()) or "none")
-                    + tag)
-        st.caption(f"Produced by emotion model `{info.get('emotion_model')}` "
-                   f"({'trained' if trained else 'untrained'}), Whisper `{info.get('whisper_model') or 'off'}`; "
-                   f"explanation: {row['tiers'] if isinstance(row['tiers'], str) else 'none stored'}.")
+        st.markdown("**Granular:** " + (common.md_escape(", ".join(f"{r.label} {r.score:.2f} ({r.granular_kind})"
+                                                                   for r in gran.itertuples())) or "none") + tag)
+        st.markdown("**Complex:** " + (common.md_escape(", ".join(f"{r.label} {r.score:.2f}"
+                                                                  for r in comp.itertuples())) or "none") + tag)
+        tiers = row["tiers"] if isinstance(row["tiers"], str) else "none stored"
+        st.caption(common.md_escape(
+            f"Produced by emotion model {info.get('emotion_model')} ({'trained' if trained else 'untrained'}), "
+            f"Whisper {info.get('whisper_model') or 'off'}; explanation: {tiers}."))
         if st.button("Explain this chunk", key="file_explain"):
             common.set_chunk(chunk_id)
             st.switch_page(common.PAGES["explain"],
@@ -145,12 +212,18 @@ def _chunk_panel(db: str, info: dict, row: pd.Series, absent: set[str], samples,
 
 
 def _exports(db: str, file_id: int, info: dict) -> None:
+    from dashboard import auth
+
+    if not auth.may_export():  # downloads are for analysts (dashboard/auth.py), as on the Overview
+        return
     st.subheader("Export this file")
-    stem = Path(str(info["path"])).stem
-    c1, c2, c3 = st.columns(3)
-    c1.download_button("JSON", lambda: report.file_json(db, file_id), file_name=f"{stem}.emotivoice.json",
-                       mime="application/json", key="file_json", on_click="ignore")
-    c2.download_button("CSV", lambda: report.file_csv(db, file_id), file_name=f"{stem}.emotivoice.csv",
-                       mime="text/csv", key="file_csv", on_click="ignore")
-    c3.download_button("PDF report", lambda: report.file_pdf(db, file_id), file_name=f"{stem}.emotivoice.pdf",
-                       mime="application/pdf", key="file_pdf", on_click="ignore")
+    name = Path(str(info["path"])).name
+    stem = Path(name).stem
+    exports.offer_all([
+        exports.Export("JSON", lambda: report.file_json(db, file_id), f"{stem}.emotivoice.json", "application/json",
+                       "file_json", f"The JSON export of {name}", eager=True),
+        exports.Export("CSV", lambda: report.file_csv(db, file_id), f"{stem}.emotivoice.csv", "text/csv",
+                       "file_csv", f"The CSV export of {name}", eager=True),
+        exports.Export("PDF report", lambda: report.file_pdf(db, file_id), f"{stem}.emotivoice.pdf",
+                       "application/pdf", "file_pdf", f"The PDF report of {name}"),
+    ], token=(file_id, data.version(db)))

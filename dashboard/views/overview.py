@@ -1,4 +1,5 @@
-"""Overview: corpus figures, emotion mix, emotions over time, by folder and by file, with filters."""
+"""Overview: corpus figures, emotion mix, emotions over time, by folder, by file and by speaker within a file,
+with filters."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import datetime as _dt
 import streamlit as st
 
 from dashboard import charts, data, report
-from dashboard.views import common
+from dashboard.views import common, exports
 from pipeline.types import BASE_EMOTIONS
+
+#: Folders / files drawn in the "by folder" and "by file" charts, and files listed in the table.
+TOP_GROUPS = 20
+TABLE_FILES = 200
 
 
 def sidebar_filters(db: str) -> data.Filters:
@@ -48,7 +53,7 @@ def render() -> None:
     cfg = common.config()
     db = common.db_path(cfg)
     st.title("Overview")
-    st.caption(f"Database: `{db}`")
+    st.caption("Database: " + common.md_escape(db))
     with common.guard():
         status = data.status(db)
         if common.empty_state(db, status):
@@ -74,13 +79,8 @@ def render() -> None:
     elif filters.include_untrained and status.untrained_files:
         st.warning("Untrained models included: their scores are model outputs, not emotions.")
     with common.guard():
-        models = data.filter_options(db).models
-    if "compact" in models:
-        from pipeline.compact import card_summary
-
-        summary = card_summary()
-        if summary:
-            st.caption(summary)
+        models = data.selection_models(db, filters)
+    common.caveats(models)
 
     if fig.chunks == 0:
         st.info("No chunks match these filters." if status.ok_files else
@@ -94,31 +94,46 @@ def render() -> None:
         opts = data.filter_options(db)
         grain = data.time_grain(filters.date_from or opts.date_min, filters.date_to or opts.date_max)
         over = data.over_time(db, filters, grain)
-        folders = data.by_group(db, filters, "folder", top=20)
-        files = data.by_group(db, filters, "file", top=20)
-        table = data.files_table(db, filters, limit=200)
+        folders = data.by_group(db, filters, "folder", top=TOP_GROUPS)
+        files = data.by_group(db, filters, "file", top=TOP_GROUPS)
+        n_folders = data.group_count(db, filters, "folder")
+        n_files = data.group_count(db, filters, "file")
+        speakers = data.speaker_mix(db, filters, top=TOP_GROUPS)
+        n_speaker_files = data.speaker_file_count(db, filters)
+        table = data.files_table(db, filters, limit=TABLE_FILES)
+        n_table = data.selection_file_count(db, filters)
+        basis = data.time_basis(db, filters)
 
     left, right = st.columns(2)
     left.altair_chart(charts.emotion_mix(mix, trained=trained), width="stretch")
     right.altair_chart(charts.mean_scores(mix, trained=trained), width="stretch")
     if len(over):
-        st.altair_chart(charts.over_time(over, grain, trained=trained), width="stretch")
-    tab_folder, tab_file = st.tabs(["By folder", "By file"])
+        st.altair_chart(charts.over_time(over, grain, trained=trained, time_title=basis.axis_title),
+                        width="stretch")
+        if basis.recorded < basis.files:
+            st.caption(f"{basis.files - basis.recorded:,} of {basis.files:,} files have no recording time (none "
+                       "in their metadata or name): they are placed at the time they were ingested.")
+    tab_folder, tab_file, tab_speaker = st.tabs(["By folder", "By file", "By speaker"])
     with tab_folder:
         if len(folders):
             named = folders.assign(full=folders["group"], group=charts.short_folders(folders["group"]))
             st.altair_chart(charts.by_group(named, "folder", trained=trained), width="stretch")
+            _top_note(named["group_id"].nunique(), n_folders, "folders")
         else:
             st.info("No chunk with a dominant emotion in this selection.")
     with tab_file:
         if len(files):
-            named = files.assign(full=files["group"], group=[common.short(g, 70) for g in files["group"]])
+            named = files.assign(full=files["group"], group=charts.short_folders(files["group"]))
             st.altair_chart(charts.by_group(named, "file", trained=trained), width="stretch")
+            _top_note(named["group_id"].nunique(), n_files, "files")
         else:
             st.info("No chunk with a dominant emotion in this selection.")
+    with tab_speaker:
+        _speaker_tab(speakers, n_speaker_files, trained)
 
     st.subheader("Files")
-    st.caption("Select a row to open the file (newest first, at most 200).")
+    st.caption(f"Select a row to open the file. Newest first: {len(table):,} of {n_table:,} files"
+               + (f" (the newest {TABLE_FILES:,} are listed)." if n_table > len(table) else "."))
     shown = table.drop(columns=["ingested_at"], errors="ignore")
     event = st.dataframe(
         shown, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
@@ -142,22 +157,47 @@ def render() -> None:
     _exports(db, filters, fig)
 
 
+def _speaker_tab(speakers, n_files: int, trained: bool) -> None:
+    """The emotion mix of each speaker within each file that has several (labels are per file, never pooled)."""
+    if speakers.empty:
+        st.info("No file in this selection has more than one speaker label (speaker labels are per file; files "
+                "with one voice, or analysed without speaker labelling, are not drawn here).")
+        return
+    st.altair_chart(charts.speaker_mix(speakers, trained=trained), width="stretch")
+    _top_note(speakers["file_id"].nunique(), n_files, "files with several speakers")
+    st.caption("Rows are file · speaker. Speaker labels are per file: S1 of one file is not S1 of another, so no "
+               "row pools a label across files. Chunks without a speaker label are left out.")
+
+
+def _top_note(shown: int, total: int, what: str) -> None:
+    """Say when a chart shows only the top groups of more."""
+    if total > shown:
+        st.caption(f"Showing the {shown:,} {what} with the most chunks, of {total:,} in this selection.")
+    else:
+        st.caption(f"All {total:,} {what} of this selection.")
+
+
 def _open_file(file_id: int) -> None:
     common.set_file(file_id)
     st.switch_page(common.PAGES["file"], query_params={"file": str(file_id)})
 
 
 def _exports(db: str, filters: data.Filters, fig: data.Figures) -> None:
+    from dashboard import auth
+
+    if not auth.may_export():  # downloads are for analysts (dashboard/auth.py, SECURITY.md)
+        return
     st.subheader("Export this selection")
     st.caption("The filtered chunks (at most 100,000 rows) as CSV or JSON, or a PDF report with the charts. "
-               + "; ".join(filters.describe()))
+               + common.md_escape("; ".join(filters.describe())))
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M")
-    c1, c2, c3 = st.columns(3)
-    c1.download_button("CSV", lambda: report.selection_csv(db, filters), file_name=f"emotivoice-selection-{stamp}.csv",
-                       mime="text/csv", key="ov_csv", disabled=fig.chunks == 0, on_click="ignore")
-    c2.download_button("JSON", lambda: report.selection_json(db, filters),
-                       file_name=f"emotivoice-selection-{stamp}.json", mime="application/json", key="ov_json",
-                       disabled=fig.chunks == 0, on_click="ignore")
-    c3.download_button("PDF report", lambda: report.selection_pdf(db, filters),
-                       file_name=f"emotivoice-selection-{stamp}.pdf", mime="application/pdf", key="ov_pdf",
-                       on_click="ignore")
+    token = (filters, data.version(db))
+    none = fig.chunks == 0
+    exports.offer_all([
+        exports.Export("CSV", lambda: report.selection_csv(db, filters), f"emotivoice-selection-{stamp}.csv",
+                       "text/csv", "ov_csv", "The CSV export of this selection", disabled=none),
+        exports.Export("JSON", lambda: report.selection_json(db, filters), f"emotivoice-selection-{stamp}.json",
+                       "application/json", "ov_json", "The JSON export of this selection", disabled=none),
+        exports.Export("PDF report", lambda: report.selection_pdf(db, filters), f"emotivoice-selection-{stamp}.pdf",
+                       "application/pdf", "ov_pdf", "The PDF report of this selection"),
+    ], token)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import streamlit as st
 
 from dashboard import actions, data
 from dashboard.views import common
+
+logger = logging.getLogger(__name__)
 
 POLL_S = 1.0
 
@@ -17,7 +20,7 @@ def render() -> None:
     cfg = common.config()
     db = common.db_path(cfg)
     st.title("Runs")
-    st.caption(f"Database: `{db}`")
+    st.caption("Database: " + common.md_escape(db))
     _start_section(cfg, db)
     _jobs_section(db)
 
@@ -53,18 +56,28 @@ def _start_section(cfg, db: str) -> None:
                    "ingest.")
         return
     st.caption("Folders under the configured corpus roots only"
-               + ("" if cfg.corpus_roots else " (none configured: the bundled examples/ folder)") + ": "
-               + ", ".join(f"`{r}`" for r in roots))
+               + ("" if cfg.corpus_roots else " (none configured: the bundled examples/ folder)")
+               + "; symbolic links are not followed out of them:")
+    st.code("\n".join(str(r) for r in roots), language=None)
     choices = [str(p) for p in actions.folder_choices(cfg)]
     left, right = st.columns([4, 1], vertical_alignment="bottom")
     folder = left.selectbox("Folder to ingest", choices, key="runs_folder")
-    if right.button("Start ingestion", type="primary", key="runs_start", width="stretch") and folder:
+    typed = left.text_input("…or type a folder path under a corpus root", key="runs_path",
+                            placeholder=f"e.g. {roots[0]}/calls/2024",
+                            help="Checked on the server: the folder must exist and lie inside a corpus root once "
+                                 "symbolic links are resolved.").strip()
+    if right.button("Start ingestion", type="primary", key="runs_start", width="stretch"):
+        target = typed or folder
+        if not target:
+            st.error("Pick or type a folder to ingest.")
+            return
         try:
-            job = actions.start_ingestion(cfg, folder, db)  # validates the folder again, server-side
+            job = actions.start_ingestion(cfg, target, db)  # validates the folder again, server-side
         except (ValueError, RuntimeError, OSError) as exc:
-            st.error(str(exc))
+            logger.warning("ingestion of %r refused: %s", target, exc)
+            st.error(common.md_escape(exc))
         else:
-            st.success(f"Ingestion of `{job.folder}` started (log: `{job.log_path}`).")
+            st.success(common.md_escape(f"Ingestion of {job.folder} started (log: {job.log_path})."))
 
 
 def _jobs_section(db: str) -> None:
@@ -82,17 +95,19 @@ def _jobs_section(db: str) -> None:
             name = Path(job.folder).name or str(job.folder)
             if state.running:
                 frac = state.fraction
-                text = (f"Ingesting {name}: {state.done_files}/{state.total_files} files" if frac is not None
-                        else f"Ingesting {name}: starting (discovering files, loading models)…")
+                text = (f"Ingesting {common.md_escape(name)}: {state.done_files}/{state.total_files} files"
+                        if frac is not None
+                        else f"Ingesting {common.md_escape(name)}: starting (discovering files, loading models)…")
                 st.progress(frac or 0.0, text=text)
                 if st.button("Stop", key=f"stop_{job.job_id}"):
                     job.stop()
             elif state.ok:
-                st.progress(1.0, text=f"Ingestion of {name} finished")
+                st.progress(1.0, text=f"Ingestion of {common.md_escape(name)} finished")
             else:
-                st.error(f"Ingestion of {name} ended with exit code {state.returncode}; log: {job.log_path}")
+                st.error(common.md_escape(f"Ingestion of {name} ended with exit code {state.returncode}; "
+                                          f"log: {job.log_path}"))
             if state.last_lines:
-                with st.expander(f"Output of {name}", expanded=not state.running):
+                with st.expander(f"Output of {common.md_escape(name)}", expanded=not state.running):
                     st.code("\n".join(state.last_lines[-8:]), language=None)
         if running and not any_running:
             data.clear_caches()

@@ -24,6 +24,7 @@ BENCHES = {
     "decode": "bench.decode_memory",
     "vad": "bench.vad_bench",
     "diarization": "bench.diarization_bench",
+    "full": "bench.full_analysis",
 }
 
 

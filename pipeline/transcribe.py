@@ -88,6 +88,10 @@ _DOWNLOAD_HOST_TIMEOUT_S = 3.0
 #: is decoded again on its own (:func:`_repair_gaps`). Chunks end at 0.5 s of silence, so speech
 #: rarely pauses this long inside one; a wordless stretch there is a window Whisper cut short.
 REPAIR_GAP_S = 2.0
+#: A whole speech chunk at least this long that got no word is decoded again on its own: Whisper skips
+#: short utterances inside a window, e.g. the 2nd and 4th of four repeats of one sentence in
+#: examples/audio/session_actor03.flac came back empty.
+REPAIR_CHUNK_S = 0.5
 
 Strategy = Literal["windows", "per_chunk"]
 
@@ -547,10 +551,16 @@ def assign_words(words: Sequence[Word], chunks: Sequence[Chunk],
 
 
 def wordless_stretches(chunks: Sequence[Chunk], per_chunk_words: Sequence[Sequence[Word]],
-                       min_gap_s: float = REPAIR_GAP_S) -> list[tuple[float, float]]:
-    """Stretches of at least ``min_gap_s`` inside speech chunks with no word in them (start, between words, end)."""
+                       min_gap_s: float = REPAIR_GAP_S,
+                       min_chunk_s: float = REPAIR_CHUNK_S) -> list[tuple[float, float]]:
+    """Stretches inside speech chunks with no word in them: a whole chunk of at least ``min_chunk_s`` that
+    got no word, or a stretch of at least ``min_gap_s`` at a chunk's start, between its words or at its end."""
     out: list[tuple[float, float]] = []
     for c, ws in zip(chunks, per_chunk_words):
+        if not ws:
+            if c.end_s - c.start_s >= min_chunk_s:
+                out.append((c.start_s, c.end_s))
+            continue
         t = c.start_s
         for w in ws:
             if w.start_s - t >= min_gap_s:

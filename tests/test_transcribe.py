@@ -349,3 +349,30 @@ def test_a_long_file_keeps_its_tail(fw_base, speech_clips):
     # Nor does any clip in the middle go missing (a window merged into one segment loses its words).
     missing = [c for c, t in zip(chunks, out) if not t.words]
     assert not missing, missing
+
+
+def test_wordless_stretches_are_whole_wordless_chunks_and_long_gaps_between_words():
+    from pipeline.transcribe import wordless_stretches
+
+    chunks = [Chunk(0.0, 1.8), Chunk(3.0, 3.3), Chunk(5.0, 10.0)]
+    words = [[], [], [Word(" one", 5.1, 5.5, 0.9), Word(" two", 8.0, 8.4, 0.9)]]
+    # a 1.8 s chunk without a word, not the 0.3 s one; in the third, the 2.5 s gap between its words
+    assert wordless_stretches(chunks, words) == [(0.0, 1.8), (5.5, 8.0)]
+
+
+@pytest.mark.timeout(600)
+def test_every_utterance_of_a_recorded_session_gets_its_words(fw_base):
+    # examples/audio/session_actor03.flac: one actor says "Dogs are sitting by the door" four times with
+    # pauses; Whisper decoding the file in one window skipped the 2nd and 4th utterance.
+    from pathlib import Path
+
+    from pipeline.audio import decode_audio
+    from pipeline.chunking import chunk_speech
+
+    audio = decode_audio(Path(__file__).resolve().parents[1] / "examples" / "audio" / "session_actor03.flac")
+    chunks = chunk_speech(audio.samples, audio.sample_rate, Config()).chunks
+    assert len(chunks) == 4
+    out = transcribe_chunks(fw_base, audio.samples, chunks, beam_size=5)
+    for chunk, t in zip(chunks, out):
+        assert "sitting by the door" in t.text.lower(), (chunk, t.text)
+        assert all(chunk.start_s <= w.start_s <= w.end_s <= chunk.end_s for w in t.words)

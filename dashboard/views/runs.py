@@ -40,7 +40,8 @@ def render() -> None:
         st.info("No runs recorded yet.")
     st.subheader("Failed and skipped files")
     if len(failed):
-        st.caption(f"{status.failed_files:,} failed (retried by the next run) · {status.skipped_files:,} skipped "
+        st.caption(f"{status.failed_files:,} failed (retried when the file changes, or with `emotivoice ingest --retry-failed`; "
+                   f"unreadable ones on every run) · {status.skipped_files:,} skipped "
                    f"(not audio, hidden; not retried while unchanged)")
         st.dataframe(reasons, hide_index=True, width="stretch", key="runs_reasons")
         st.dataframe(failed, hide_index=True, width="stretch", key="runs_failed")

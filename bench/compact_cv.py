@@ -1,7 +1,7 @@
 """Leave-actors-out cross-validation of the compact emotion model on RAVDESS (reproducible).
 
 Each fold holds out a group of actors (default 6 folds x 3 actors: 1-3, 4-6, ... 16-18), trains the
-compact recipe of ``pipeline.train`` on the other actors (its own inner validation included, exactly as
+compact recipe of ``pipeline.training`` on the other actors (its own inner validation included, exactly as
 ``emotivoice train`` does) and scores the held-out actors' six-class clips, full length, as analysis does.
 Prints per-fold UAR/WA/macro-F1 (ensemble and each member), mean and standard deviation, and appends one
 JSON line per run to ``--out``.
@@ -33,19 +33,26 @@ RAVDESS = ROOT.parent / "shared" / "datasets" / "ravdess"
 
 
 def parse_set(items: list[str]) -> dict:
-    from pipeline.train import TrainSettings
+    """``key=value`` overrides -> ``replace(TrainSettings(), **result)`` arguments. A key that names a
+    ``CompactConfig`` field (dropout, n_mels, ...) goes into ``TrainSettings.compact``."""
+    from pipeline.compact import CompactConfig
+    from pipeline.training import TrainSettings
 
-    known = {f.name for f in fields(TrainSettings)}
-    out = {}
+    known = {f.name for f in fields(TrainSettings)} - {"compact"}
+    arch_known = {f.name for f in fields(CompactConfig)} - {"members", "labels", "train_labels"}
+    out, arch = {}, {}
     for item in items:
         key, _, raw = item.partition("=")
-        if key not in known:
-            raise SystemExit(f"--set {key}: not a TrainSettings field ({', '.join(sorted(known))})")
+        if key not in known | arch_known:
+            raise SystemExit(f"--set {key}: not a TrainSettings or CompactConfig field "
+                             f"({', '.join(sorted(known | arch_known))})")
         try:
             val = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
             val = raw
-        out[key] = tuple(val) if isinstance(val, list) else val
+        (out if key in known else arch)[key] = tuple(val) if isinstance(val, list) else val
+    if arch:
+        out["compact"] = replace(TrainSettings().compact, **arch)
     return out
 
 
@@ -89,7 +96,7 @@ def ensemble(member_proba: np.ndarray, rule: str) -> np.ndarray:
 
 def combine(tags: list[str], proba_dir: str, seeds: list[int], folds: int, rule: str) -> None:
     """Score the ensemble of saved member probabilities of several runs (same folds)."""
-    from pipeline.train import metrics_from_proba
+    from pipeline.training import metrics_from_proba
 
     for seed in seeds:
         uars = []
@@ -117,7 +124,7 @@ def record(model_dir: str, tag: str, seeds: list[int], proba_dir: str, folds: in
     """Write the cross-validated figures of run ``tag`` (every seed given) into ``model_dir/config.json``
     (key cross_validation): per-fold rows of each seed, each seed's mean and spread, the mean over seeds."""
     from pipeline.compact import CompactConfig
-    from pipeline.train import metrics_from_proba
+    from pipeline.training import metrics_from_proba
 
     cfg_path = Path(model_dir) / "config.json"
     doc = json.loads(cfg_path.read_text())
@@ -182,7 +189,7 @@ def timing(data: str, repeats: int = 30) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.train import (TrainSettings, load_waves, metrics_from_proba, read_manifest, train_arrays)
+    from pipeline.training import (TrainSettings, load_waves, metrics_from_proba, read_manifest, train_arrays)
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(RAVDESS))

@@ -4,7 +4,7 @@ Synthesizes a database with ``warehouse.synth.synthesize_database`` (default 1,0
 synthetic model is marked trained so every aggregate runs) unless one is given, then renders the
 Overview page through Streamlit's AppTest: once cold (empty caches), once warm (same warehouse
 version: cached), and once with a filter (folder + minimum confidence; uncached aggregates). Also
-times each query of ``dashboard.data`` alone, cold.
+times each query of ``dashboard.data`` (cached calls of the warehouse's named queries) alone, cold.
 
     python -m bench.dashboard_overview [--db PATH] [--chunks N]
 """
@@ -42,14 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"synthesized {stats.files:,} files, {stats.chunks:,} chunks in {time.perf_counter() - t:.1f} s")
 
     from dashboard import data
+    from warehouse.filters import Filters, time_grain
 
-    flt = data.Filters()
+    flt = Filters()
     opts = data.filter_options(str(db))
     queries = {
         "status": lambda: data.status(str(db)),
         "figures": lambda: data.figures(str(db), flt),
         "emotion_mix": lambda: data.emotion_mix(str(db), flt),
-        "over_time": lambda: data.over_time(str(db), flt, data.time_grain(opts.date_min, opts.date_max)),
+        "over_time": lambda: data.over_time(str(db), flt, time_grain(opts.date_min, opts.date_max)),
         "by_group folder": lambda: data.by_group(str(db), flt, "folder"),
         "by_group file": lambda: data.by_group(str(db), flt, "file"),
         "files_table": lambda: data.files_table(str(db), flt),

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from pipeline.config import load_config
-    from pipeline.explain import explain_chunk, explain_features, frames_and_reduced_attention
+    from pipeline.attention import frames_and_reduced_attention
+    from pipeline.explain import explain_chunk, explain_features
     from pipeline.faithfulness import deletion_faithfulness, faithfulness_summary
     from pipeline.features import feature_tracks
 

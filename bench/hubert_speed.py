@@ -31,7 +31,7 @@ are low; the ratios are what count)::
         0.01          0.515      100.0%        0.0450      100.0%        0.0111
        0.001          0.079       99.0%        0.0109       99.0%        0.0020
 
-Hence quantize='auto' uses int8 on CPU (``pipeline.emotion.AUTO_INT8_ON_CPU``). The run took 6.4 CPU-minutes
+Hence quantize='auto' uses int8 on CPU (``pipeline.model_resolution.AUTO_INT8_ON_CPU``). The run took 6.4 CPU-minutes
 (about 3.5 minutes on 2 idle cores); ``--quick`` uses 20 clips.
 """
 

@@ -3,7 +3,7 @@
 Run: ``python -m bench.live_latency [--utterances 20] [--models tiny,full] [--threads 1,2] [--realtime]``
 
 What is measured. RAVDESS clips (different actors, seeded choice) are streamed through a
-``pipeline.live.LiveSession`` as the browser sends them (48 kHz mono pieces of 960 samples, resampled,
+``flows.live.LiveSession`` as the browser sends them (48 kHz mono pieces of 960 samples, resampled,
 end-pointed), each followed by 0.8 s of silence; the next clip starts once the previous result is in,
 so the worker is idle when an utterance closes (as in real time, whenever analysis is faster than
 speech). Latency = the end-pointer's decision (``live_silence_ms`` after the speech ended) -> the
@@ -103,9 +103,8 @@ def run_one(model_dir: Path, clips: list[np.ndarray], *, threads: int, whisper: 
             quantize: str = "auto") -> dict:
     import torch
 
-    from pipeline.analyze import get_analyzer
-    from pipeline.config import Config
-    from pipeline.live import TARGET_RATE, LiveSession, warm_up
+    from flows.live import LiveSession, warm_up
+    from pipeline import SAMPLE_RATE, Config, get_analyzer
 
     config = Config().replace(emotion_model=str(model_dir), whisper_model=whisper, explain="fast",
                               device="cpu", quantize=quantize)
@@ -144,7 +143,7 @@ def run_one(model_dir: Path, clips: list[np.ndarray], *, threads: int, whisper: 
     def forward_each() -> None:
         torch.set_num_threads(threads)
         for r in results:
-            seg = audio[int(r.utterance.start_s * TARGET_RATE):int(r.utterance.end_s * TARGET_RATE)]
+            seg = audio[int(r.utterance.start_s * SAMPLE_RATE):int(r.utterance.end_s * SAMPLE_RATE)]
             t0 = time.perf_counter()
             model.predict_proba([seg])
             bare.append(time.perf_counter() - t0)
@@ -185,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    for noisy in ("pipeline.emotion", "pipeline.analyze", "pipeline.live", "transformers"):
+    for noisy in ("pipeline.emotion", "pipeline.analyze", "flows.live", "pipeline.stream", "transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     import torch
 

@@ -2,7 +2,7 @@
 
 Same protocol as ``bench.compact_cv``: RAVDESS, 6 folds x 3 actors (1-3, 4-6, ..., 16-18), calm trained as
 neutral, disgust dropped, scored on the held-out actors' original six-class clips at full length.
-Inside each outer fold everything is chosen on the 15 training actors only (``pipeline.train_whisper_head``:
+Inside each outer fold everything is chosen on the 15 training actors only (``pipeline.training.whisper_head``:
 C by inner 5-group speaker CV, temperature fitted on the inner out-of-fold logits). Reported per fold:
 UAR, WA, macro-F1, expected calibration error (15 bins) before and after temperature scaling, NLL.
 
@@ -49,8 +49,8 @@ def _config(threads: int):
 
 def load_all(data: Path, threads: int, progress: bool = False):
     """(LabelledSet with calm as neutral, six-class test labels by path, [mean h, mean h^2] per clip)."""
-    from pipeline.train import load_waves, read_manifest
-    from pipeline.train_whisper_head import encoder_stats
+    from pipeline.training import load_waves, read_manifest
+    from pipeline.training.whisper_head import encoder_stats
     from pipeline.whisper_emotion import load_encoder
 
     ds = read_manifest(data, data / "manifest.csv", label_map={"calm": "neutral"})
@@ -94,9 +94,9 @@ def _centre_test(stats: np.ndarray, spk: np.ndarray, ref: np.ndarray, mode: str,
 
 
 def run_cv(ds, six_by_path, x, *, pooling: str, norm: str, folds: int, seed: int, c_grid) -> dict:
-    from pipeline.train import metrics_from_proba
-    from pipeline.train_whisper_head import (HeadRecipe, expected_calibration_error, fit_head, nll,
-                                             speaker_centred, stats_for)
+    from pipeline.training import metrics_from_proba
+    from pipeline.training.whisper_head import (HeadRecipe, expected_calibration_error, fit_head, nll,
+                                                speaker_centred, stats_for)
 
     stats_all = stats_for(x, pooling)
     spk = np.array(ds.speakers)

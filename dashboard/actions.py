@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.config import Config
+from pipeline import Config
 
 logger = logging.getLogger(__name__)
 
@@ -239,8 +239,7 @@ def run_full_explanation(config: Config, db: str, chunk_id: int):
     """
     from dashboard import data
     from dashboard.media import AudioUnavailable, load_audio
-    from pipeline.analyze import get_analyzer
-    from pipeline.types import ChunkResult, FileResult, ModelInfo
+    from pipeline import ChunkResult, FileResult, ModelInfo, get_analyzer
     from warehouse.updates import replace_chunk_explanation
 
     ctx = data.chunk_context(db, chunk_id)

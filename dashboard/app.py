@@ -1,9 +1,9 @@
 """The EmotiVoice dashboard: ``streamlit run dashboard/app.py`` (or ``emotivoice dashboard``).
 
 Multipage through ``st.navigation``: the page files in ``dashboard/pages/`` are thin (each calls one
-``render()``); every query lives in ``dashboard.data``. The configuration (database, corpus roots,
-models) comes from ``pipeline.config.load_config()``: ``EMOTIVOICE_DB`` and friends, or
-``emotivoice.toml``.
+``render()``); every query is a named one in ``warehouse/``, cached by ``dashboard.data``. The
+configuration (database, corpus roots, models) comes from ``pipeline.config.load_config()``:
+``EMOTIVOICE_DB`` and friends, or ``emotivoice.toml``.
 """
 
 import logging

@@ -205,7 +205,7 @@ def _st():
 def _config(config=None):
     if config is not None:
         return config
-    from pipeline.config import load_config
+    from pipeline import load_config
 
     return load_config()
 

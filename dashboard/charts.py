@@ -3,8 +3,8 @@
 Heights are the whole chart's (title, axes and legend included): Streamlit fits a chart of stretched
 width into its spec's height.
 
-Every builder takes data already aggregated in SQL (``dashboard.data``) or a downsampled waveform, so
-the specs stay small whatever the corpus size. Colours of the six base emotions are fixed here and
+Every builder takes data already aggregated in SQL (``warehouse.queries_overview`` through
+``dashboard.data``) or a downsampled waveform, so the specs stay small whatever the corpus size. Colours of the six base emotions are fixed here and
 shared by every chart. ``trained=False`` charts say in their title that the numbers are not emotions.
 """
 
@@ -16,7 +16,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from pipeline.types import BASE_EMOTIONS
+from pipeline import BASE_EMOTIONS
 
 #: One colour per base emotion, in BASE_EMOTIONS order (same as the Live page).
 EMOTION_COLOURS = {
@@ -110,7 +110,8 @@ def over_time(df: pd.DataFrame, grain: str, *, trained: bool = True, time_title:
     """Dominant emotions per period, stacked to 100 %. ``df``: period, label, chunks.
 
     The axis names what the time is (``time_title``: recording time, ingestion time or a mix, see
-    ``data.TimeBasis``) and its unit (one bar per ``grain``, UTC); each bar is labelled with its period.
+    ``warehouse.queries_overview.TimeBasis``) and its unit (one bar per ``grain``, UTC); each bar is labelled
+    with its period.
     """
     fmt = _PERIOD_FORMATS.get(grain, "%Y-%m-%d")
     data = df.assign(when=[pd.Timestamp(p).strftime(fmt) for p in df["period"]])

@@ -1,7 +1,8 @@
 """The Live page: microphone -> WebRTC -> the same pipeline as files, results within about a second.
 
-``render(config)`` draws the page; ``save_session(session, config)`` is what Stop does (recording as
-FLAC under ``<data_dir>/live/``, result into the warehouse as one file with ``source='live'``).
+``render(config)`` draws the page; Stop calls ``flows.live.save_session`` (recording as FLAC under
+``<data_dir>/live/``, result into the warehouse as one file with ``source='live'``): the page writes
+no rows itself.
 
 How the pieces meet (the browser's audio never blocks on a model):
 
@@ -10,7 +11,7 @@ How the pieces meet (the browser's audio never blocks on a model):
   servers come from ``config.ice_servers`` only; an empty list is passed explicitly, since otherwise
   the library adds a public STUN server by itself (see docs/live.md for deployments).
 * Its ``queued_audio_frames_callback`` runs on a WebRTC thread and only calls
-  ``LiveSession.push_frames`` (buffering + end-pointing, see ``pipeline.live``); a worker thread of the
+  ``LiveSession.push_frames`` (buffering + end-pointing, see ``flows.live``); a worker thread of the
   session runs the models. The queued callback receives every frame (the plain per-frame callback
   drops all but the newest when it falls behind).
 * The callback cannot touch Streamlit, so the session object lives in ``st.session_state`` and an
@@ -25,21 +26,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config, load_config
-from pipeline.live import (
-    LiveResult,
-    LiveSession,
-    analyse_recording,
-    timeline_rows,
-    transcript_lines,
-    warm_up,
-)
 from dashboard.safe_text import md_escape
-from pipeline.types import BASE_EMOTIONS, FileResult
+from flows.live import LiveSession, SavedSession, analyse_recording, save_in_background, save_session, warm_up
+from pipeline import BASE_EMOTIONS, Config, FileResult, load_config
+from pipeline.live_results import LiveResult, timeline_rows, transcript_lines
 
 logger = logging.getLogger(__name__)
 
@@ -94,92 +86,6 @@ def rtc_configuration(config: Config) -> dict[str, Any]:
     (an outside request); with none, host candidates work on localhost and the LAN.
     """
     return {"iceServers": [ice_server(u) for u in config.ice_servers]}
-
-
-@dataclass
-class SavedSession:
-    """What Stop stored."""
-
-    session_id: str
-    path: Path
-    """The recording: 16 kHz mono 16-bit FLAC under ``<data_dir>/live/``."""
-    sha256: str
-    result: FileResult
-    stored: bool
-    """Whether the result reached the warehouse."""
-    warehouse_error: str | None = None
-    file_id: int | None = None
-    """The warehouse's file_id of the session (when stored)."""
-
-
-def _write_warehouse(config: Config, session: LiveSession, path: Path, sha256: str, result: FileResult,
-                     settings_key: str) -> int:
-    """Store the session as one run (source 'live') holding one file (source 'live'); returns file_id."""
-    from warehouse import Warehouse
-
-    wh = Warehouse(config.db)
-    stats = session.stats()
-    run_id = wh.start_run(config.to_json(), source="live")
-    try:
-        file_id = wh.write_result(str(path), sha256, result, settings_key=settings_key, run_id=run_id,
-                                  source="live", recorded_at=session.created.replace(tzinfo=None))
-    except Exception:
-        wh.finish_run(run_id, "failed", summary={"session": session.id})
-        raise
-    wh.finish_run(run_id, "completed", summary={
-        "session": session.id, "utterances": stats.analysed, "dropped_overload": stats.dropped_overload,
-        "dropped_short": stats.dropped_short, "latency_p50_s": stats.latency_p50_s,
-        "latency_p95_s": stats.latency_p95_s})
-    return file_id
-
-
-def save_session(session: LiveSession, config: Config) -> SavedSession:
-    """Stop the session and store it: the recording as FLAC, its result as one warehouse file.
-
-    Saved once: later calls (Stop's rerun and the stream's on-ended hook may both call this) return
-    the first call's SavedSession. The stored result is the concatenation of the utterance results
-    (times offset into the recording; utterances dropped under overload are analysed now), see
-    ``LiveSession.session_result``.
-
-    Raises:
-        ValueError: nothing was recorded.
-    """
-    from pipeline.analyze import settings_key
-    from pipeline.audio import file_sha256
-
-    with session.save_lock:
-        if session.saved is not None:
-            return session.saved
-        session.stop()
-        path = (config.data_path / "live" / f"{session.id}.flac").resolve()
-        session.save_recording(path)
-        result = session.session_result(name=str(path))
-        sha = file_sha256(path)
-        key = settings_key(result.settings)
-        try:
-            file_id = _write_warehouse(config, session, path, sha, result, key)
-        except Exception as exc:  # the recording is safe on disk; say why the table write failed
-            logger.exception("live %s: saving the result to the warehouse %s failed", session.id, config.db)
-            saved = SavedSession(session.id, path, sha, result, stored=False,
-                                 warehouse_error=f"{type(exc).__name__}: {exc}")
-        else:
-            logger.info("live %s saved: %s (%d chunks) into %s", session.id, path, len(result.chunks), config.db)
-            saved = SavedSession(session.id, path, sha, result, stored=True, file_id=file_id)
-        session.saved = saved
-        return saved
-
-
-def _save_in_background(session: LiveSession, config: Config) -> None:
-    """The stream ended (Stop, a closed tab, a dropped connection): save without waiting for a rerun."""
-
-    def run() -> None:
-        try:
-            if session.stats().frames:
-                save_session(session, config)
-        except Exception:
-            logger.exception("live %s: saving after the stream ended failed", session.id)
-
-    threading.Thread(target=run, name=f"emotivoice-save-{session.id}", daemon=True).start()
 
 
 def _fmt_time(s: float) -> str:
@@ -311,7 +217,7 @@ def _load_models(st, config: Config):
     """Load the live models (once per process), showing each step while it runs; returns the analyzer."""
     import time
 
-    from pipeline.analyze import get_analyzer
+    from pipeline import get_analyzer
 
     analyzer = get_analyzer(config)
     if _ready(config, analyzer):
@@ -414,7 +320,7 @@ def render(config: Config | None = None) -> None:
         rtc_configuration=rtc_configuration(config),
         media_stream_constraints=MEDIA_CONSTRAINTS,
         queued_audio_frames_callback=on_frames,
-        on_audio_ended=lambda: _save_in_background(current, config),
+        on_audio_ended=lambda: save_in_background(current, config),
         async_processing=True,
     )
     playing = bool(ctx.state.playing)
@@ -451,7 +357,7 @@ def render(config: Config | None = None) -> None:
 
 def _results_of(result: FileResult) -> list[LiveResult]:
     """A saved session's chunks as one LiveResult (for drawing with the same code)."""
-    from pipeline.live import Utterance
+    from pipeline.stream import Utterance
 
     import numpy as np
 
@@ -471,7 +377,7 @@ def _fallback(st, config: Config, info) -> None:
     digest = hashlib.sha256(data).hexdigest()
     done: dict[str, SavedSession] = st.session_state.setdefault(_FALLBACK_DONE, {})
     if digest not in done:
-        from pipeline.audio import decode_bytes
+        from pipeline import decode_bytes
 
         try:
             audio = decode_bytes(data, "microphone clip")

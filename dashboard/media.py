@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-SAMPLE_RATE = 16000
+from pipeline import SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class AudioUnavailable:
 
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _decode(path: str, mtime_ns: int, size: int):
-    from pipeline.audio import decode_audio
+    from pipeline import decode_audio
 
     return decode_audio(path, sample_rate=SAMPLE_RATE)
 
@@ -37,7 +37,7 @@ def load_audio(path: str):
     Cached per (path, modification time, size): a changed file is decoded again. At most two decoded
     files are kept (an hour of audio is about 230 MB at 16 kHz float32).
     """
-    from pipeline.types import AudioError
+    from pipeline import AudioError
 
     if "://" in path:
         return AudioUnavailable(path, "not a local file")

@@ -22,7 +22,9 @@ import numpy as np
 import pandas as pd
 
 from dashboard import data
-from pipeline.types import BASE_EMOTIONS
+from pipeline import BASE_EMOTIONS
+from warehouse.filters import Filters, time_grain
+from warehouse.rows import missing, stored_explanation
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +82,12 @@ def file_csv(db: str, file_id: int) -> bytes:
     return chunks.to_csv(index=False).encode("utf-8")
 
 
-def selection_csv(db: str, filters: data.Filters, *, limit: int = SELECTION_LIMIT) -> bytes:
+def selection_csv(db: str, filters: Filters, *, limit: int = SELECTION_LIMIT) -> bytes:
     """The filtered chunks (at most ``limit``), one row each; empty base cells = absent classes."""
     return data.selection_rows(db, filters, limit=limit).to_csv(index=False).encode("utf-8")
 
 
-def selection_json(db: str, filters: data.Filters, *, limit: int = SELECTION_LIMIT) -> bytes:
+def selection_json(db: str, filters: Filters, *, limit: int = SELECTION_LIMIT) -> bytes:
     """The filtered chunks as JSON: the filters, the figures, the emotion mix and the chunk rows."""
     rows = data.selection_rows(db, filters, limit=limit)
     fig = data.figures(db, filters)
@@ -302,7 +304,7 @@ class _Doc:
 
 
 def _fmt(v: Any, digits: int = 2) -> str:
-    if data.missing(v):
+    if missing(v):
         return ""
     if isinstance(v, float):
         return f"{v:.{digits}f}"
@@ -376,7 +378,7 @@ def file_report(db: str, file_id: int) -> _Doc:
     explained = chunks[chunks["tiers"].notna()].head(MAX_EXPLAINED_CHUNKS) if len(chunks) else chunks
     for r in explained.itertuples():
         stored = data.chunk_explanation(db, int(r.chunk_id))
-        exp = data.stored_explanation(stored) if stored is not None else None
+        exp = stored_explanation(stored) if stored is not None else None
         if exp is None:
             continue
         doc.text(f"Chunk {r.idx} ({_fmt(r.start_s)}–{_fmt(r.end_s)} s): explanation of p({exp.target_label}), "
@@ -403,7 +405,7 @@ def file_pdf(db: str, file_id: int) -> bytes:
     return file_report(db, file_id).build()
 
 
-def selection_report(db: str, filters: data.Filters) -> _Doc:
+def selection_report(db: str, filters: Filters) -> _Doc:
     """The PDF report of the Overview's selection: filters, figures, emotion mix and distribution, over
     time, by folder and the newest files."""
     from pipeline import plots
@@ -432,7 +434,7 @@ def selection_report(db: str, filters: data.Filters) -> _Doc:
                                               title="Mean probability per emotion (selection)"))
     date_from = filters.date_from or opts.date_min
     date_to = filters.date_to or opts.date_max
-    grain = data.time_grain(date_from, date_to)
+    grain = time_grain(date_from, date_to)
     ot = data.over_time(db, filters, grain)
     if len(ot):
         doc.image(over_time_png(ot, grain, trained=trained_only))
@@ -449,7 +451,7 @@ def selection_report(db: str, filters: data.Filters) -> _Doc:
     return doc
 
 
-def selection_pdf(db: str, filters: data.Filters) -> bytes:
+def selection_pdf(db: str, filters: Filters) -> bytes:
     """``selection_report`` as PDF bytes."""
     return selection_report(db, filters).build()
 

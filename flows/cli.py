@@ -10,10 +10,9 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-EXIT_BAD_INPUT = 2
+from flows import commands
+from flows.cli_common import EXIT_BAD_INPUT, add_model_options, make_config
 
 logger = logging.getLogger("emotivoice")
 
@@ -23,31 +22,6 @@ def _setup_env() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-
-
-def _config(args: argparse.Namespace, **extra):
-    from pipeline.config import load_config
-
-    overrides = {
-        "emotion_model": getattr(args, "emotion_model", None),
-        "whisper_model": getattr(args, "whisper_model", None),
-        "language": getattr(args, "language", None),
-        "explain": getattr(args, "explain", None),
-        "device": getattr(args, "device", None),
-        "db": getattr(args, "db", None),
-        "workers": getattr(args, "workers", None),
-    }
-    overrides.update(extra)
-    return load_config(getattr(args, "config", None), **overrides)
-
-
-def _add_model_options(p: argparse.ArgumentParser, *, explain_default: str | None = None) -> None:
-    p.add_argument("--emotion-model", help="'auto' (default), 'compact', a hub id or a local path")
-    p.add_argument("--whisper-model", help="'auto' (default), 'none', a Whisper size or a checkpoint path")
-    p.add_argument("--language", help="force the transcription language (ISO code); default: auto-detect")
-    p.add_argument("--explain", choices=["none", "fast", "full"], default=explain_default,
-                   help="explanation tier (default from config: fast)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
 
 
 # ----------------------------------------------------------------------------- analyze
@@ -100,46 +74,15 @@ def _print_table(result) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from pipeline.analyze import Analyzer
+    from pipeline import Analyzer
 
-    analyzer = Analyzer(_config(args))
+    analyzer = Analyzer(make_config(args))
     result = analyzer.analyze_file(args.file)
     if args.json:
         print(json.dumps(result.to_json_dict(), indent=None if args.compact else 2))
     else:
         _print_table(result)
     return 0
-
-
-# ----------------------------------------------------------------------------- dashboard
-def cmd_dashboard(args: argparse.Namespace) -> int:
-    import subprocess
-
-    from dashboard import auth
-
-    cfg = _config(args, no_login=True if getattr(args, "no_login", False) else None)
-    # Login: refuse a network address without one (or without --no-login), before anything starts.
-    secrets = auth.secrets_paths(getattr(args, "secrets", None), ROOT)
-    plan = auth.plan_serving(args.host, args.port, cfg, secrets)
-    if plan.problem:
-        print(f"emotivoice dashboard: {plan.problem}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    for note in plan.notes:
-        print(note, file=sys.stderr)
-    env = dict(os.environ, EMOTIVOICE_DB=str(Path(cfg.db).resolve()),
-               EMOTIVOICE_VIEWERS=",".join(cfg.viewers), EMOTIVOICE_ANALYSTS=",".join(cfg.analysts),
-               EMOTIVOICE_NO_LOGIN="true" if cfg.no_login else "false")
-    toml = getattr(args, "config", None) or os.environ.get("EMOTIVOICE_CONFIG") or (
-        "emotivoice.toml" if Path("emotivoice.toml").is_file() else None)
-    if toml:  # the app runs in ROOT: hand it the same file
-        env["EMOTIVOICE_CONFIG"] = str(Path(toml).resolve())
-    cmd = [sys.executable, "-m", "dashboard.serve", "run", str(ROOT / "dashboard" / "app.py"),  # = streamlit run
-           "--server.address", args.host, "--server.port", str(args.port),
-           "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           *(arg for path in secrets for arg in ("--secrets.files", str(path)))]
-    login = "login: " + ", ".join(plan.login.providers) if plan.login else "no login"
-    print(f"EmotiVoice dashboard on http://{args.host}:{args.port}  (database: {cfg.db}; {login}; Ctrl-C to stop)")
-    return subprocess.call(cmd, env=env, cwd=str(ROOT))
 
 
 # ----------------------------------------------------------------------------- parser
@@ -152,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="analyse one audio file: chunks, emotions, transcript")
     p.add_argument("file")
-    _add_model_options(p)
+    add_model_options(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--compact", action="store_true", help="one-line JSON")
     p.set_defaults(func=cmd_analyze)
@@ -166,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve a network address without a login, on purpose: everyone who reaches it is an analyst")
     p.add_argument("--secrets", help="Streamlit secrets file with the [auth] login "
                    "(default: ~/.streamlit/secrets.toml and .streamlit/secrets.toml of the project)")
-    p.set_defaults(func=cmd_dashboard)
+    p.set_defaults(func=commands.cmd_dashboard)
 
     _optional_commands(sub)
     return parser
@@ -174,22 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _optional_commands(sub) -> None:
     """Subcommands implemented in other modules; each module adds its own options."""
-    from flows import commands
-    from pipeline import train
-    from warehouse import cli as wcli
+    from flows import sql_cli
+    from flows import train_cli as train
 
     for name, help_text, add_arguments, run in (
         ("train", "train an emotion model (compact, HuBERT head or Whisper-encoder head) on labelled speech",
          train.add_train_arguments, train.run_train),
         ("evaluate", "evaluate an emotion model: UAR, WA, macro-F1, confusion",
          train.add_evaluate_arguments, train.run_evaluate),
-        ("sql", "run read-only SQL on the warehouse", wcli.add_sql_arguments, wcli.run_sql),
-        ("export", "export warehouse tables as parquet/csv/json", wcli.add_export_arguments, wcli.run_export),
+        ("sql", "run read-only SQL on the warehouse", sql_cli.add_sql_arguments, sql_cli.run_sql),
+        ("export", "export warehouse tables as parquet/csv/json", sql_cli.add_export_arguments, sql_cli.run_export),
     ):
         p = sub.add_parser(name, help=help_text)
         add_arguments(p)
         p.set_defaults(func=run)
-    commands.add_commands(sub, _add_model_options, _config)
+    commands.add_commands(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from pipeline.types import AudioError, ModelUnavailableError
+    from pipeline import AudioError, ModelUnavailableError
 
     from warehouse.errors import WarehouseError, one_line
 

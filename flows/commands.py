@@ -1,4 +1,4 @@
-"""CLI subcommands backed by flows: ingest, schedule, demo."""
+"""CLI subcommands backed by flows and servers: ingest, schedule, demo, dashboard."""
 
 from __future__ import annotations
 
@@ -7,29 +7,19 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from flows.cli_common import EXIT_BAD_INPUT, ROOT, add_model_options, make_config, prefect_local_env
+
 EXAMPLES = ROOT / "examples" / "audio"
 
 
-def prefect_local_env(config) -> None:
-    """Prefect's local mode: home under our data dir, no telemetry (the server: ``flows.server``)."""
-    home = config.data_path.resolve() / "prefect"
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_HOME", str(home))
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-
-
-def _add_ingest_options(p: argparse.ArgumentParser, add_model_options) -> None:
+def _add_ingest_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="folder of recordings (searched recursively)")
     p.add_argument("--db", help="DuckDB file (default ./emotivoice.duckdb or $EMOTIVOICE_DB)")
     p.add_argument("--workers", type=int, help="concurrent files (default 1)")
     add_model_options(p)
 
 
-def cmd_ingest(args, make_config) -> int:
+def cmd_ingest(args) -> int:
     config = make_config(args)
     if getattr(args, "retry_failed", False):
         config = config.replace(retry_failed=True)
@@ -45,7 +35,7 @@ def cmd_ingest(args, make_config) -> int:
     return 0 if summary.status in ("completed", "skipped") else 1
 
 
-def cmd_schedule(args, make_config) -> int:
+def cmd_schedule(args) -> int:
     config = make_config(args)
     prefect_local_env(config)
     from flows.schedule import serve_schedule
@@ -54,7 +44,7 @@ def cmd_schedule(args, make_config) -> int:
     return 0
 
 
-def cmd_demo(args, make_config) -> int:
+def cmd_demo(args) -> int:
     """Ingest the example clips into the default database, print the summary, open the dashboard."""
     config = make_config(args)
     prefect_local_env(config)
@@ -75,30 +65,58 @@ def cmd_demo(args, make_config) -> int:
     ).to_string(index=False))
     if args.no_dashboard:
         return 0
-    from flows.cli import cmd_dashboard
-
     args.host, args.port = "127.0.0.1", args.port
     return cmd_dashboard(args)
 
 
-def add_commands(sub, add_model_options, make_config) -> None:
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from dashboard import auth
+
+    cfg = make_config(args, no_login=True if getattr(args, "no_login", False) else None)
+    # Login: refuse a network address without one (or without --no-login), before anything starts.
+    secrets = auth.secrets_paths(getattr(args, "secrets", None), ROOT)
+    plan = auth.plan_serving(args.host, args.port, cfg, secrets)
+    if plan.problem:
+        print(f"emotivoice dashboard: {plan.problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for note in plan.notes:
+        print(note, file=sys.stderr)
+    env = dict(os.environ, EMOTIVOICE_DB=str(Path(cfg.db).resolve()),
+               EMOTIVOICE_VIEWERS=",".join(cfg.viewers), EMOTIVOICE_ANALYSTS=",".join(cfg.analysts),
+               EMOTIVOICE_NO_LOGIN="true" if cfg.no_login else "false")
+    toml = getattr(args, "config", None) or os.environ.get("EMOTIVOICE_CONFIG") or (
+        "emotivoice.toml" if Path("emotivoice.toml").is_file() else None)
+    if toml:  # the app runs in ROOT: hand it the same file
+        env["EMOTIVOICE_CONFIG"] = str(Path(toml).resolve())
+    cmd = [sys.executable, "-m", "dashboard.serve", "run", str(ROOT / "dashboard" / "app.py"),  # = streamlit run
+           "--server.address", args.host, "--server.port", str(args.port),
+           "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           *(arg for path in secrets for arg in ("--secrets.files", str(path)))]
+    login = "login: " + ", ".join(plan.login.providers) if plan.login else "no login"
+    print(f"EmotiVoice dashboard on http://{args.host}:{args.port}  (database: {cfg.db}; {login}; Ctrl-C to stop)")
+    return subprocess.call(cmd, env=env, cwd=str(ROOT))
+
+
+def add_commands(sub) -> None:
     p = sub.add_parser("ingest", help="ingest a folder of recordings into the warehouse (Prefect flow)")
-    _add_ingest_options(p, add_model_options)
+    _add_ingest_options(p)
     p.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
     p.add_argument("--retry-failed", action="store_true",
                    help="also retry files that failed in an earlier run and are unchanged (by default a file "
                         "that failed because of its content, e.g. one that crashed the decoder, is retried "
                         "only once it changes)")
-    p.set_defaults(func=lambda a: cmd_ingest(a, make_config))
+    p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("schedule", help="serve a Prefect deployment that ingests a folder on a cron schedule")
-    _add_ingest_options(p, add_model_options)
+    _add_ingest_options(p)
     p.add_argument("--cron", required=True, help='cron expression, e.g. "*/30 * * * *"')
-    p.set_defaults(func=lambda a: cmd_schedule(a, make_config))
+    p.set_defaults(func=cmd_schedule)
 
     p = sub.add_parser("demo", help="ingest the example clips, print a summary, open the dashboard")
     p.add_argument("--db")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--no-dashboard", action="store_true")
     add_model_options(p)
-    p.set_defaults(func=lambda a: cmd_demo(a, make_config))
+    p.set_defaults(func=cmd_demo)

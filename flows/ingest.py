@@ -42,7 +42,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.text import printable
-from pipeline.config import Config
+from pipeline import Config
 
 logger = logging.getLogger(__name__)
 
@@ -143,9 +143,8 @@ def discover(root: Path, config: Config | None = None) -> Discovered:
     that file): audio is audio, a broken file that starts like an audio container is failed, anything
     else is skipped as 'not audio: <reason>'. A folder that cannot be read is failed ('unreadable').
     """
-    from pipeline.audio import probe_audio
+    from pipeline import AudioError, probe_audio
     from pipeline.isolate import probe_isolated
-    from pipeline.types import AudioError
 
     config = config or Config()
     audio: list[Path] = []
@@ -187,7 +186,7 @@ def discover(root: Path, config: Config | None = None) -> Discovered:
 
 
 def _probe_or_error(probe, path: Path):
-    from pipeline.types import AudioError
+    from pipeline import AudioError
 
     try:
         return probe(path)
@@ -219,7 +218,7 @@ def _write_atomic(path: Path, obj: Any) -> None:
 TRANSIENT = (MemoryError, TimeoutError, OSError)
 
 
-@task(name="analyze-file", retries=2, retry_delay_seconds=[2, 10],
+@task(name="analyze-file", retries=Config.retries, retry_delay_seconds=[2, 10],  # per run: config.retries
       retry_condition_fn=lambda task, run, state: _is_transient(state))
 def analyze_file_task(path: str, sha256: str, config_json: str, stage: str) -> dict:
     """Analyse one file and leave its result in ``stage`` (a path). Returns a small status dict.
@@ -228,8 +227,7 @@ def analyze_file_task(path: str, sha256: str, config_json: str, stage: str) -> d
     ``{"status": "failed", "error": reason, "error_type": kind}`` (``pipeline.types.AUDIO_ERROR_KINDS``).
     Transient errors (out of memory, I/O) raise, and Prefect retries them with backoff.
     """
-    from pipeline.analyze import get_analyzer
-    from pipeline.types import AudioError
+    from pipeline import AudioError, get_analyzer
 
     log = get_run_logger()
     stage_p = Path(stage)
@@ -333,10 +331,7 @@ def _is_interruption(exc: BaseException) -> bool:
 
 
 def _run(store, config: Config, config_json: str, root: Path, summary: IngestSummary, log, progress: bool) -> None:
-    from pipeline.analyze import get_analyzer, settings_key
-    from pipeline.audio import file_sha256
-
-    from pipeline.types import AudioError
+    from pipeline import AudioError, file_sha256, get_analyzer, settings_key
 
     found = discover(root, config)
     for path, reason in found.skipped:
@@ -401,8 +396,9 @@ def _run(store, config: Config, config_json: str, root: Path, summary: IngestSum
 
     bar = _progress_bar(len(todo), progress)
     futures = {}
+    analyze = analyze_file_task.with_options(retries=max(0, config.retries))  # transient errors only
     for sha, paths in todo.items():
-        fut = analyze_file_task.submit(paths[0], sha, config_json, str(staging_path(config, sha, skey)))
+        fut = analyze.submit(paths[0], sha, config_json, str(staging_path(config, sha, skey)))
         futures[fut] = (sha, paths)
     for fut in as_completed(list(futures)):
         sha, paths = futures[fut]
@@ -471,7 +467,7 @@ def ingest_folder(root: str | os.PathLike, db: str | None = None, options: Confi
     Raises:
         FileNotFoundError: ``root`` is not a folder.
     """
-    from pipeline.config import load_config
+    from pipeline import load_config
 
     config = options or load_config()
     if db is not None:

@@ -24,7 +24,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from pipeline.config import Config
+from pipeline import Config
 
 log = logging.getLogger(__name__)
 

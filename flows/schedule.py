@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.config import Config
+from pipeline import Config
 
 log = logging.getLogger(__name__)
 

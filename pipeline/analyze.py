@@ -19,6 +19,7 @@ import numpy as np
 
 from pipeline import taxonomy
 from pipeline.config import Config, load_config
+from pipeline.runtime import SAMPLE_RATE
 from pipeline.types import (
     BASE_EMOTIONS,
     Chunk,
@@ -30,7 +31,6 @@ from pipeline.types import (
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 #: Bump when a change of code alters stored results (part of the idempotency key).
 PIPELINE_VERSION = "1"
 
@@ -148,7 +148,7 @@ class Analyzer:
 
     def analyze_signal(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE, *, name: str = "<signal>",
                        live: bool = False, progress: Callable[[str], None] | None = None,
-                       transcribe: bool = True) -> FileResult:
+                       transcribe: bool = True, one_chunk: bool = False) -> FileResult:
         """Analyse a mono signal (any sample rate; resampled to 16 kHz).
 
         Args:
@@ -158,6 +158,8 @@ class Analyzer:
             live: use the live settings (Whisper beam ``live_beam_size``, fast explanations).
             transcribe: False leaves the transcripts empty, to be filled by :meth:`add_transcripts`
                 (the live tab shows emotions first, words when Whisper is done).
+            one_chunk: the signal is already one stretch of speech (the live end-pointer's utterance):
+                analyse it whole as one chunk instead of running the chunker on it again.
         """
         cfg = self.config
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
@@ -173,10 +175,13 @@ class Analyzer:
         from pipeline.chunking import chunk_speech
 
         t = time.perf_counter()
-        chunking = chunk_speech(samples, SAMPLE_RATE, cfg)
-        chunks: list[Chunk] = chunking.chunks
-        if chunking.note:
-            notes.append(chunking.note)
+        if one_chunk:
+            chunks: list[Chunk] = [Chunk(0.0, duration)] if samples.size else []
+        else:
+            chunking = chunk_speech(samples, SAMPLE_RATE, cfg)
+            chunks = chunking.chunks
+            if chunking.note:
+                notes.append(chunking.note)
         timings["chunk_s"] = time.perf_counter() - t
         model = self.emotion()
         info = self.model_info()
@@ -252,6 +257,8 @@ class Analyzer:
 
         settings = settings_for(cfg, info.emotion, info.whisper, live=live,
                                 quantized=getattr(model, "quantized", "none"))
+        if one_chunk:  # the chunker's settings did not shape this result: the caller segmented it
+            settings["chunking"] = {"one_chunk": True}
         return FileResult(
             file=name, duration_s=round(duration, 3), sample_rate=SAMPLE_RATE, channels=1, models=info,
             chunks=chunk_results, settings=settings, notes=notes, timings=timings,
@@ -304,7 +311,7 @@ class Analyzer:
             return np.zeros((0, len(model.labels)), dtype=np.float32), [], None
         if keep_frames:
             if attention:  # each chunk's maps reduced right away (full-size maps of a file would pile up)
-                from pipeline.explain import frames_and_reduced_attention
+                from pipeline.attention import frames_and_reduced_attention
 
                 frames, maps = frames_and_reduced_attention(model, signals, int(self.config.attention_size))
             else:

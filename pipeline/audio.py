@@ -33,12 +33,10 @@ from typing import IO, Iterator
 
 import numpy as np
 
+from pipeline.runtime import SAMPLE_RATE
 from pipeline.types import AudioError
 
 logger = logging.getLogger(__name__)
-
-#: The analysis sample rate of every stage (Hz).
-TARGET_SAMPLE_RATE = 16000
 
 #: Samples per block when the final length is unknown (4 MiB of float32).
 _BLOCK = 1 << 20
@@ -102,7 +100,7 @@ class AudioInfo:
 # ------------------------------------------------------------------------------------------ public
 
 
-def decode_audio(path: str | os.PathLike, *, sample_rate: int = TARGET_SAMPLE_RATE) -> Audio:
+def decode_audio(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE) -> Audio:
     """Decode an audio file to float32 mono at ``sample_rate``.
 
     Args:
@@ -120,7 +118,7 @@ def decode_audio(path: str | os.PathLike, *, sample_rate: int = TARGET_SAMPLE_RA
     return _decode(name, name, sample_rate)
 
 
-def decode_bytes(data: bytes, name: str, *, sample_rate: int = TARGET_SAMPLE_RATE) -> Audio:
+def decode_bytes(data: bytes, name: str, *, sample_rate: int = SAMPLE_RATE) -> Audio:
     """Decode in-memory audio (an upload, a browser recording) like :func:`decode_audio`.
 
     Args:

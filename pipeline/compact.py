@@ -25,12 +25,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.runtime import SAMPLE_RATE
 from pipeline.types import BASE_EMOTIONS, EmotionModel, ModelUnavailableError
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class CompactConfig:
         min_duration_s: shorter signals are zero-padded (centred) to this length.
     """
 
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     n_fft: int = 512
     win_length: int = 400
     hop_length: int = 160

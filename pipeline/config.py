@@ -1,59 +1,68 @@
-"""One configuration object for every knob of EmotiVoice.
+"""One configuration object for every knob of EmotiVoice, built from small sections.
 
 Values come, in increasing priority, from the defaults below, an optional TOML file
 (``EMOTIVOICE_CONFIG`` or ``./emotivoice.toml``), environment variables ``EMOTIVOICE_<FIELD>``
 (upper-case field name) and explicit keyword overrides (what the CLI flags pass).
 
-The TOML file may be flat (``emotion_model = "compact"``) or use the section names below
-(``[models]``, ``[chunking]``, ``[explain]``, ``[paths]``, ``[live]``); sections are only for
-readability, every key is unique across sections.
+Design. Each concern is a small frozen dataclass, a *section* (:class:`Models`, :class:`Chunking`,
+:class:`Speakers`, :class:`Explain`, :class:`Paths`, :class:`Live`, :class:`Flows`, :class:`Decoding`,
+:class:`Access`, :class:`Sql`): it declares its fields with units and meaning, names its TOML table
+(``[models]``, ``[chunking]``, ...) and reads its own values from that table, from flat top-level keys
+and from its environment variables (:meth:`Section.read`). :class:`Config` inherits every section, so
+it has every field flat: callers keep writing ``config.db`` or ``Config(device="cpu")``, a Config can
+be passed wherever one section is expected (it *is* each section), and ``config.section(Live)`` gives
+the section alone. Field names are unique across sections (the class definition fails otherwise), which
+is what lets the TOML file be flat or sectioned and the environment names stay ``EMOTIVOICE_<FIELD>``.
+A known option under the wrong table is still read, with a warning naming the right table.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, ClassVar, TypeVar, get_type_hints
 
 ENV_PREFIX = "EMOTIVOICE_"
 DEFAULT_TOML = "emotivoice.toml"
 
-SECTIONS = {
-    "models": (
-        "emotion_model", "hubert_checkpoint", "whisper_model", "device", "language",
-        "beam_size", "live_beam_size", "quantize", "batch_size",
-        "whisper_dir", "whisper_compute_type", "whisper_threads",
-    ),
-    "chunking": (
-        "silence_threshold_db", "min_silence_ms", "keep_silence_ms", "min_chunk_s", "max_chunk_s",
-        "chunker", "vad_threshold", "vad_min_speech_ms",
-    ),
-    "speakers": ("speakers", "max_speakers", "speaker_threshold"),
-    "explain": (
-        "explain", "explain_budget", "explain_min_segments", "explain_max_segments",
-        "faithfulness_sample", "faithfulness_top_k", "attention_size",
-    ),
-    "paths": ("db", "data_dir", "corpus_roots"),
-    "live": (
-        "ice_servers", "live_queue_size", "live_silence_ms", "live_max_utterance_s", "live_min_utterance_s",
-        "live_threads",
-    ),
-    "flows": ("workers", "retries", "stop_grace_s"),
-    "decoding": ("decode_isolation", "decode_timeout_s", "retry_failed"),
-    "access": ("viewers", "analysts", "no_login"),
-    "sql": ("sql_timeout_s", "sql_max_rows", "sql_max_mb", "sql_memory_mb", "export_timeout_s"),
-}
+logger = logging.getLogger(__name__)
+
+S = TypeVar("S", bound="Section")
 
 
 @dataclass(frozen=True)
-class Config:
-    """Every knob. Units are in the names (``_s`` seconds, ``_ms`` milliseconds, ``_db`` decibels)."""
+class Section:
+    """A group of options with its TOML table; subclasses hold the fields."""
 
-    # --- models
+    TABLE: ClassVar[str] = ""
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def read(cls, top: dict[str, Any], tables: dict[str, dict[str, Any]], env: dict[str, str]) -> dict[str, Any]:
+        """This section's raw values: flat top-level TOML keys, then its own ``[TABLE]``, then the
+        environment (``EMOTIVOICE_<FIELD>``), later sources winning. Values are not yet coerced."""
+        names = cls.names()
+        values = {k: v for k, v in top.items() if k in names}
+        own = tables.get(cls.TABLE, {})
+        values.update({k: v for k, v in own.items() if k in names})
+        values.update({n: env[ENV_PREFIX + n.upper()] for n in names if ENV_PREFIX + n.upper() in env})
+        return values
+
+
+@dataclass(frozen=True)
+class Models(Section):
+    """Which emotion and speech models run, where, and how."""
+
+    TABLE: ClassVar[str] = "models"
+
     emotion_model: str = "auto"
     """'auto' (the HuBERT checkpoint if available locally, else 'compact'), 'compact', a hub id or a local path."""
     hubert_checkpoint: str = "superb/hubert-base-superb-er"
@@ -80,7 +89,13 @@ class Config:
     """Chunks per emotion-model forward pass at most; on CPU also at most 8 s of audio per pass (batching
     longer chunks is slower there: ``pipeline.emotion.CPU_BATCH_SAMPLES``)."""
 
-    # --- chunking
+
+@dataclass(frozen=True)
+class Chunking(Section):
+    """How a recording is cut into chunks of speech (``pipeline.chunking``)."""
+
+    TABLE: ClassVar[str] = "chunking"
+
     silence_threshold_db: float = -40.0
     """A frame is silent when its RMS is this many dB below the file's peak RMS."""
     min_silence_ms: int = 500
@@ -104,7 +119,13 @@ class Config:
     """'vad' chunker: speech runs shorter than this (ms, after joining pauses under min_silence_ms) are dropped
     as blips (a cough, a click)."""
 
-    # --- speakers (who spoke; pipeline/speakers.py)
+
+@dataclass(frozen=True)
+class Speakers(Section):
+    """Who spoke: per-chunk speaker labels (``pipeline.speakers``)."""
+
+    TABLE: ClassVar[str] = "speakers"
+
     speakers: str = "auto"
     """Per-chunk speaker labels S1, S2, ... within each file (in order of first appearance): 'auto' (number of
     speakers estimated with ``speaker_threshold``), 'none' (no labels, no cost), or a number N (exactly N
@@ -117,7 +138,13 @@ class Config:
     voices; 0.35 had the lowest speaker confusion on RAVDESS actors 1-8 (``python -m bench.diarization_bench
     --sweep``). A known speaker count (``speakers = N``) is more reliable when you have it."""
 
-    # --- explanations
+
+@dataclass(frozen=True)
+class Explain(Section):
+    """Explanations of the emotion scores (``pipeline.explain``)."""
+
+    TABLE: ClassVar[str] = "explain"
+
     explain: str = "fast"
     """'none', 'fast' (pooled-head Shapley/LIME, near free) or 'full' (input masking with re-forwards)."""
     explain_budget: int = 32
@@ -135,14 +162,26 @@ class Config:
     attention_size: int = 32
     """Attention maps are downsampled to at most this many time steps per side."""
 
-    # --- paths
+
+@dataclass(frozen=True)
+class Paths(Section):
+    """Where the database, caches and corpora are."""
+
+    TABLE: ClassVar[str] = "paths"
+
     db: str = "emotivoice.duckdb"
     data_dir: str = ".emotivoice"
     """Prefect home, live recordings, caches."""
     corpus_roots: tuple[str, ...] = ()
     """Folders under which the dashboard may start ingestions (empty: only examples/)."""
 
-    # --- live tab
+
+@dataclass(frozen=True)
+class Live(Section):
+    """The live tab (microphone in the browser)."""
+
+    TABLE: ClassVar[str] = "live"
+
     ice_servers: tuple[str, ...] = ()
     """STUN/TURN URLs for WebRTC; empty works on localhost and LAN with no outside request."""
     live_queue_size: int = 4
@@ -154,14 +193,33 @@ class Config:
     1 leaves a core to WebRTC/Streamlit and avoids OpenMP spin-wait stalls on a busy machine
     (measured in ``python -m bench.live_latency``, see docs/live.md)."""
 
-    # --- flows
+
+@dataclass(frozen=True)
+class Flows(Section):
+    """The ingestion flow (Prefect)."""
+
+    TABLE: ClassVar[str] = "flows"
+
     workers: int = 1
     retries: int = 2
+    """Times Prefect retries one file's analysis after a transient error (out of memory, I/O), with
+    backoff; 0 = no retry. Bad audio is never retried within a run (see ``retry_failed``)."""
+    stop_grace_s: float = 10.0
+    """After SIGTERM/SIGINT/SIGHUP, seconds an ingestion gets to finish the file in hand and stop cleanly;
+    then it marks its run 'interrupted', stops its Prefect server and exits without waiting."""
+
+
+@dataclass(frozen=True)
+class Decoding(Section):
+    """How files are decoded during ingestion, and which failures are retried."""
+
+    TABLE: ClassVar[str] = "decoding"
+
     decode_isolation: bool = True
     """Decode each file in a child process (``pipeline.isolate``): a native crash of the decoder (SIGSEGV,
     abort, out of memory) or a hang fails that file ('crashed the analyser: SIGSEGV') instead of killing the
-    run. Measured on the 2-core machine under load: ~40 ms per file (a 3 s clip), ~80 ms for 5 min of 44.1 kHz
-    stereo (the samples come back through a pipe), plus ~0.6-0.9 s once per process to start the forkserver."""
+    run. It costs tens of milliseconds per file (the samples come back through a pipe) plus a forkserver
+    start once per process; figures in docs/benchmarks.md ("Decoding in a child process")."""
     decode_timeout_s: float = 300.0
     """With ``decode_isolation``: seconds one file's decoding may take before it is killed and failed
     ('timed out'). Decoding runs at roughly 300-1000x real time on one core, so 300 s covers ~1 day of audio."""
@@ -169,11 +227,14 @@ class Config:
     """Ingestion: also retry files that failed in an earlier run because of their content (decode,
     unsupported, truncated, crashed, timeout) although they are unchanged; by default only a changed file
     is retried (unreadable files are retried on every run). The CLI flag is ``ingest --retry-failed``."""
-    stop_grace_s: float = 10.0
-    """After SIGTERM/SIGINT/SIGHUP, seconds an ingestion gets to finish the file in hand and stop cleanly;
-    then it marks its run 'interrupted', stops its Prefect server and exits without waiting."""
 
-    # --- access (dashboard login and roles; see docs/serving.md and SECURITY.md)
+
+@dataclass(frozen=True)
+class Access(Section):
+    """Dashboard login and roles; see docs/serving.md and SECURITY.md."""
+
+    TABLE: ClassVar[str] = "access"
+
     viewers: tuple[str, ...] = ()
     """With a login configured: who may sign in as a viewer (pages and charts). E-mail addresses or
     '@domain' entries, case-insensitive; anyone else is refused."""
@@ -184,7 +245,13 @@ class Config:
     """Serve the dashboard on a non-loopback address without a login, on purpose: everyone who can reach
     it is an analyst. Ignored when a login is configured. Loopback without a login needs no flag."""
 
-    # --- analyst SQL (``emotivoice sql``, ``emotivoice export``, the SQL page; see warehouse/sandbox.py)
+
+@dataclass(frozen=True)
+class Sql(Section):
+    """Analyst SQL (``emotivoice sql``, ``emotivoice export``, the SQL page; see warehouse/sandbox.py)."""
+
+    TABLE: ClassVar[str] = "sql"
+
     sql_timeout_s: float = 30.0
     """Wall-clock seconds an analyst query may take: child process start, execution, fetch and transfer
     (0 = no limit; only on request: a reader holds up the ingestion's writes while it runs)."""
@@ -198,6 +265,31 @@ class Config:
     export_timeout_s: float = 600.0
     """Wall-clock seconds an export may take (0 = no limit)."""
 
+
+#: Every section, in the order of ``Config``'s fields.
+SECTIONS: tuple[type[Section], ...] = (Models, Chunking, Speakers, Explain, Paths, Live, Flows, Decoding, Access, Sql)
+
+
+def _check_unique(sections: tuple[type[Section], ...]) -> None:
+    """Field names must be unique across sections: the TOML file may be flat and env names are per field."""
+    seen: dict[str, str] = {}
+    for section in sections:
+        for name in section.names():
+            if name in seen:
+                raise TypeError(f"config option {name!r} is in both [{seen[name]}] and [{section.TABLE}]")
+            seen[name] = section.TABLE
+
+
+_check_unique(SECTIONS)
+
+
+@dataclass(frozen=True)
+class Config(*reversed(SECTIONS)):  # reversed: dataclass fields come base-last-first, so Models' come first
+    """Every knob, flat (each section's fields). Units are in the names (``_s`` seconds, ``_ms``
+    milliseconds, ``_db`` decibels, ``_mb`` MiB)."""
+
+    TABLE: ClassVar[str] = ""
+
     def replace(self, **overrides: Any) -> "Config":
         """A copy with the given fields changed; ``None`` values are ignored (unset CLI flags)."""
         clean = {k: v for k, v in overrides.items() if v is not None}
@@ -205,6 +297,10 @@ class Config:
         if unknown:
             raise ValueError(f"unknown config option(s): {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in clean.items()})
+
+    def section(self, cls: type[S]) -> S:
+        """The values of one section alone, e.g. ``config.section(Live)``."""
+        return cls(**{name: getattr(self, name) for name in cls.names()})
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
@@ -247,18 +343,31 @@ def _coerce(name: str, value: Any) -> Any:
         raise ValueError(f"config option {name!r}: cannot read {value!r} as {typ}") from exc
 
 
-def _flatten_toml(data: dict[str, Any], source: str) -> dict[str, Any]:
-    known = {f.name for f in fields(Config)}
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and key in SECTIONS:
-            flat.update(value)
-        else:
-            flat[key] = value
-    unknown = set(flat) - known
+def _read_toml(data: dict[str, Any], source: str, env: dict[str, str]) -> dict[str, Any]:
+    """Every section reads its table and the flat keys (and the environment, which wins); anything left
+    over is an unknown option (an error naming it) or a known one under another table (read, with a warning)."""
+    by_table = {s.TABLE: s for s in SECTIONS}
+    tables = {k: v for k, v in data.items() if isinstance(v, dict) and k in by_table}
+    top = {k: v for k, v in data.items() if k not in tables}
+    values: dict[str, Any] = {}
+    for section in SECTIONS:
+        values.update(section.read(top, tables, env))
+    known = {name: s for s in SECTIONS for name in s.names()}
+    unknown = {k for k in top if k not in known}
+    for table, entries in tables.items():
+        for key, value in entries.items():
+            if key in by_table[table].names():
+                continue
+            if key not in known:
+                unknown.add(key)
+            else:
+                logger.warning("%s: option %r is read from [%s] but belongs in [%s]", source, key, table,
+                               known[key].TABLE)
+                if ENV_PREFIX + key.upper() not in env:  # the environment still wins over the file
+                    values[key] = value
     if unknown:
         raise ValueError(f"{source}: unknown option(s) {', '.join(sorted(unknown))}")
-    return flat
+    return values
 
 
 def load_config(path: str | os.PathLike | None = None, *, env: dict[str, str] | None = None,
@@ -275,7 +384,6 @@ def load_config(path: str | os.PathLike | None = None, *, env: dict[str, str] | 
         FileNotFoundError: an explicitly named config file that does not exist.
     """
     env = os.environ if env is None else env
-    values: dict[str, Any] = {}
     toml_path = path or env.get(ENV_PREFIX + "CONFIG")
     if toml_path:
         p = Path(toml_path)
@@ -285,15 +393,13 @@ def load_config(path: str | os.PathLike | None = None, *, env: dict[str, str] | 
         p = Path(DEFAULT_TOML)
     else:
         p = None
+    data: dict[str, Any] = {}
     if p is not None:
         with open(p, "rb") as fh:
             try:
-                values.update(_flatten_toml(tomllib.load(fh), str(p)))
+                data = tomllib.load(fh)
             except tomllib.TOMLDecodeError as exc:
                 raise ValueError(f"{p}: not valid TOML: {exc}") from exc
-    for f in fields(Config):
-        key = ENV_PREFIX + f.name.upper()
-        if key in env:
-            values[f.name] = env[key]
+    values = _read_toml(data, str(p), env)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Config().replace(**values)

@@ -3,7 +3,6 @@ checkpoints (e.g. ``superb/hubert-base-superb-er``) and, as fallback, the shippe
 
 Public API:
     load_emotion_model(spec, config) -> EmotionModel   (cached per resolved spec, device, quantisation)
-    resolve_emotion_spec(spec, config) -> str          (what 'auto' picks, without loading anything)
     HubertForSpeechClassification                      (the seed architecture as a transformers model)
     HFEmotionModel                                     (EmotionModel over a transformers checkpoint)
     clear_model_cache()
@@ -27,14 +26,16 @@ mean pooling counts only the valid frames.
 
 CPU speed (``config.quantize``): 'int8' applies dynamic int8 quantisation to the transformer encoder's
 Linear layers; 'none' keeps fp32; 'auto' follows the measurement of ``python -m bench.hubert_speed``
-(see ``AUTO_INT8_ON_CPU`` below for the numbers).
+(``pipeline.model_resolution.AUTO_INT8_ON_CPU``; numbers in docs/benchmarks.md).
+
+Which checkpoint 'auto' means, the local cache and the hub: :mod:`pipeline.model_resolution`; the attention
+kernel ``frames_with_attention`` switches to: :mod:`pipeline.attention`.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import warnings
 from pathlib import Path
@@ -42,7 +43,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from pipeline import attention, model_resolution as resolution
 from pipeline.config import Config
+from pipeline.runtime import SAMPLE_RATE, hub_offline, resolve_device
 from pipeline.taxonomy import to_canonical
 from pipeline.types import EmotionModel, ModelUnavailableError
 
@@ -57,26 +60,9 @@ SEED_LABELS: tuple[str, ...] = ("Anger", "Fear", "Happiness", "Neutral", "Sadnes
 #: Config flag (in a checkpoint's config.json) marking deliberately random weights (test fixtures).
 RANDOM_INIT_FLAG = "emotivoice_random_init"
 
-#: Whether quantize='auto' uses dynamic int8 on CPU: yes. ``python -m bench.hubert_speed`` (HuBERT-base
-#: config, 100 RAVDESS clips cut to 2 s, 2 torch threads on 2 shared cores of an Intel Xeon with AVX-512/AMX,
-#: torch 2.13 CPU, heavy load from other jobs) measured vs fp32 in the same run:
-#:   int8 (encoder Linear layers): 1.44x audio-s per wall second, 1.37x per CPU second; top-class agreement
-#:        with fp32 100% / 100% / 99.0% through fitted probes with median margins 0.98 / 0.52 / 0.08;
-#:        an earlier run (2.5 s clips) gave 1.35x and 100%;
-#:   bf16 (whole model): 1.02x wall, 0.99x CPU (no gain), agreement 100% / 100% / 99.0%.
-#: Caveat: random encoder weights lack the outlier activations of trained ones; re-run the bench's
-#: agreement with a real checkpoint when one is available.
-AUTO_INT8_ON_CPU: bool = True
-
 #: On CPU a forward pass takes at most this many samples of audio in all (8 s), ``batch_size`` signals
-#: at most. Batching pays on CPU only for short clips: full-size HuBERT int8, 2 threads, per signal,
-#: batch of 8 vs one at a time: 1 s clips 54 vs 62 ms, 3 s 170 vs 155 ms, 5 s 258 vs 245 ms, 10 s
-#: 0.60 vs 0.52 s (the full tier's and faithfulness check's re-forwards are 10 s signals).
-CPU_BATCH_SAMPLES = 8 * 16000
-
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                 "pytorch_model.bin.index.json")
-_TRUE = {"1", "true", "yes", "on"}
+#: at most: batching pays on CPU only for short clips (measurements: docs/benchmarks.md, "Batching on CPU").
+CPU_BATCH_SAMPLES = 8 * SAMPLE_RATE
 
 
 # --------------------------------------------------------------------------------------------------
@@ -162,59 +148,6 @@ def __getattr__(name: str):
 
 
 # --------------------------------------------------------------------------------------------------
-# Attention weights from the analysis' own forward pass
-# --------------------------------------------------------------------------------------------------
-
-#: Name under which the capturing attention is registered with transformers' AttentionInterface.
-CAPTURE_ATTENTION = "emotivoice_capture"
-_CAPTURE = threading.local()
-
-
-def _capture_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Eager attention (softmax(Q K^T * scaling + mask) V, as transformers' ``eager_attention_forward``)
-    that hands each layer's mean-over-heads weights (B, T, T) to the thread's active sink and returns no
-    weights. Cheaper than "eager" + ``output_attentions``: Q is scaled before the product (T x d, not
-    T x T), and no per-head maps are kept or returned."""
-    import torch
-
-    if scaling is None:
-        scaling = query.size(-1) ** -0.5
-    scores = torch.matmul(query * scaling, key.transpose(-1, -2))
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + attention_mask
-    try:  # in place: a (B, heads, T, T) buffer fewer to allocate and fault in, per layer
-        weights = torch.ops.aten._softmax.out(scores, -1, False, out=scores)
-    except Exception:  # pragma: no cover - an aten without the out= variant
-        weights = torch.softmax(scores, dim=-1)
-    if dropout and module.training:
-        weights = torch.nn.functional.dropout(weights, p=dropout, training=True)
-    out = torch.matmul(weights, value).transpose(1, 2)
-    sink = getattr(_CAPTURE, "sink", None)
-    if sink is not None:
-        sink(weights.float().mean(dim=1))
-    return out, None
-
-
-@functools.lru_cache(maxsize=1)
-def _capture_registered() -> bool:
-    """Register :data:`CAPTURE_ATTENTION` (attention and its mask: eager-style additive masks) once;
-    False on a transformers without AttentionInterface (the eager fallback is used then)."""
-    try:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
-
-        AttentionInterface.register(CAPTURE_ATTENTION, _capture_attention_forward)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(CAPTURE_ATTENTION, eager_mask)
-        return True
-    except Exception as exc:  # pragma: no cover - depends on the transformers version
-        log.info("transformers has no AttentionInterface (%s): attention maps use eager attention", exc)
-        return False
-
-
-# --------------------------------------------------------------------------------------------------
 # EmotionModel over a transformers checkpoint
 # --------------------------------------------------------------------------------------------------
 
@@ -231,7 +164,7 @@ class HFEmotionModel(EmotionModel):
     """
 
     has_attention = True
-    sample_rate = 16000
+    sample_rate = SAMPLE_RATE
 
     def __init__(self, model, feature_extractor, *, name: str, trained: bool, device: str = "cpu",
                  quantized: str = "none", batch_size: int = 8):
@@ -437,8 +370,8 @@ class HFEmotionModel(EmotionModel):
         handed to ``sink`` in layer order. Returns the frames.
 
         The model runs its fast "sdpa" kernel, which returns no weights, everywhere else; for this call it
-        switches to :data:`CAPTURE_ATTENTION` (eager arithmetic, each layer's maps reduced to their mean
-        over heads as they are made; same weights, no copy) and back, under the model lock. Models whose
+        switches to :data:`pipeline.attention.CAPTURE_ATTENTION` (eager arithmetic, each layer's maps reduced
+        to their mean over heads as they are made; same weights, no copy) and back, under the model lock. Models whose
         attention does not go through transformers' AttentionInterface fall back to "eager" with
         ``output_attentions``.
         Measured on full-size HuBERT (int8), 10 s, 2 CPU threads: see ``python -m bench.explain_cost``.
@@ -456,13 +389,12 @@ class HFEmotionModel(EmotionModel):
 
             previous = self.model.config._attn_implementation
             can_set = getattr(self.model, "_can_set_attn_implementation", None)  # private; absent in some versions
-            if self._capture_ok is not False and _capture_registered() and callable(can_set) and can_set():
+            if self._capture_ok is not False and attention.capture_registered() and callable(can_set) and can_set():
                 try:
-                    self.model.set_attn_implementation(CAPTURE_ATTENTION)
-                    _CAPTURE.sink = take
-                    frames, valid, _ = self._encode([x])
+                    self.model.set_attn_implementation(attention.CAPTURE_ATTENTION)
+                    with attention.capture_to(take):
+                        frames, valid, _ = self._encode([x])
                 finally:
-                    _CAPTURE.sink = None
                     self.model.set_attn_implementation(previous)
                 if fed[0] and (expected is None or fed[0] == expected):
                     self._capture_ok = True
@@ -505,143 +437,8 @@ def _receptive_field(kernels, strides) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# Resolution and loading
+# Loading (which spec and quantisation: pipeline.model_resolution)
 # --------------------------------------------------------------------------------------------------
-
-def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-#: Seconds to wait for a TCP connection to the hub before treating it as unreachable.
-HUB_CONNECT_TIMEOUT_S = 2.0
-
-
-@functools.lru_cache(maxsize=1)
-def _hub_reachable() -> bool:
-    """Whether the Hugging Face endpoint accepts a TCP connection (checked once per process, ``HUB_CONNECT_TIMEOUT_S``).
-
-    Without this, a machine with no network and HF_HUB_OFFLINE unset spent 25-38 s in huggingface_hub's
-    retried HEAD requests before falling back to the compact model.
-    """
-    import socket
-    from urllib.parse import urlparse
-
-    url = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    parsed = urlparse(url)
-    try:
-        with socket.create_connection((parsed.hostname or "", parsed.port or (443 if parsed.scheme != "http" else 80)),
-                                      timeout=HUB_CONNECT_TIMEOUT_S):
-            return True
-    except OSError:
-        log.info("Hugging Face hub %s is not reachable: using local files only", url)
-        return False
-
-
-def _hub_cache() -> str:
-    """The Hugging Face hub cache folder, read from the environment at call time."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
-    return os.path.join(os.path.expanduser(home), "hub")
-
-
-def _looks_like_path(spec: str) -> bool:
-    return (spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1
-            or Path(spec).expanduser().exists())
-
-
-def _is_cached(repo_id: str) -> bool:
-    """Whether a hub checkpoint's config and weights are in the local HF cache (no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cache = _hub_cache()
-        if not isinstance(try_to_load_from_cache(repo_id, "config.json", cache_dir=cache), str):
-            return False
-        return any(isinstance(try_to_load_from_cache(repo_id, f, cache_dir=cache), str) for f in _WEIGHT_FILES)
-    except Exception:  # invalid repo id and the like: not available
-        return False
-
-
-def _available_locally(spec: str) -> bool:
-    if _looks_like_path(spec):
-        return (Path(spec).expanduser() / "config.json").is_file()
-    return _is_cached(spec)
-
-
-def _normalise(spec: str) -> str:
-    if _looks_like_path(spec):
-        return str(Path(spec).expanduser().resolve())
-    return spec
-
-
-def resolve_emotion_spec(spec: str | None, config: Config | None = None) -> str:
-    """What ``load_emotion_model`` would load for ``spec``, without loading anything (no network).
-
-    Args:
-        spec: 'auto' | 'compact' | hub id | local directory; None means ``config.emotion_model``.
-        config: the configuration (``hubert_checkpoint`` is what 'auto' prefers).
-
-    Returns:
-        'compact', 'whisper-head', a hub id, or an absolute local directory. 'auto' gives the configured
-        checkpoint when it is in the local HF cache (or is a local directory), or when downloads are allowed
-        (HF_HUB_OFFLINE unset: optimistic; if the download then fails, loading falls back to 'compact');
-        otherwise 'whisper-head' when the packaged Whisper base weights are installed, else 'compact'.
-    """
-    config = config or Config()
-    spec = (spec or config.emotion_model or "auto").strip()
-    key = spec.lower()
-    if key == "auto":
-        ckpt = config.hubert_checkpoint.strip()
-        if _available_locally(ckpt) or (not _offline() and not _looks_like_path(ckpt) and _hub_reachable()):
-            return _normalise(ckpt)
-        # The head on Whisper base's encoder frames beats the compact model on every unseen-actor fold
-        # (docs/whisper_emotion.md); it needs the packaged Whisper base weights, the compact model does not.
-        from pipeline.whisper_weights import is_available
-
-        return "whisper-head" if is_available("base", config) else "compact"
-    if key == "compact":
-        return "compact"
-    if key == "whisper-head":  # the shipped head on Whisper encoder frames (pipeline.whisper_emotion)
-        return "whisper-head"
-    return _normalise(spec)
-
-
-def _unavailable(spec: str, reason: str) -> ModelUnavailableError:
-    hub = "" if _looks_like_path(spec) else (
-        f" pre-populate the Hugging Face cache on a connected machine with `huggingface-cli download {spec}`"
-        f" (or `hf download {spec}`) and copy ~/.cache/huggingface to this machine (cache in use: {_hub_cache()});")
-    how = (f"{reason}. To provide it: pass a local copy with --emotion-model PATH "
-           f"(or EMOTIVOICE_EMOTION_MODEL=PATH);{hub} or use --emotion-model compact (the shipped model)")
-    return ModelUnavailableError(spec, how)
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    device = (device or "auto").lower()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"config device {device!r}: torch sees no CUDA device (use 'cpu' or 'auto')")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"config device {device!r}: expected 'auto', 'cpu' or 'cuda'")
-    return device
-
-
-def _resolve_quantize(quantize: str, device: str) -> str:
-    q = (quantize or "auto").lower()
-    if q not in ("auto", "none", "int8"):
-        raise ValueError(f"config quantize {quantize!r}: expected 'auto', 'none' or 'int8'")
-    if not device.startswith("cpu"):
-        if q == "int8":
-            log.warning("quantize='int8' applies to CPU only; running fp32 on %s", device)
-        return "none"
-    if q == "auto":
-        return "int8" if AUTO_INT8_ON_CPU else "none"
-    return q
-
 
 def quantize_int8(model) -> bool:
     """Dynamic int8 quantisation of the transformer encoder's Linear layers, in place (CPU).
@@ -669,21 +466,22 @@ def _load_transformers(spec: str, device: str, quantize: str) -> HFEmotionModel:
     """Load a checkpoint (local dir or hub id) and wrap it; raises ModelUnavailableError when absent."""
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
 
-    local = _looks_like_path(spec)
+    local = resolution.looks_like_path(spec)
     if local and not (Path(spec) / "config.json").is_file():
         reason = "no such directory" if not Path(spec).exists() else "the folder has no config.json"
-        raise _unavailable(spec, reason)
+        raise resolution.unavailable_error(spec, reason)
     # A checkpoint in the local cache loads from it with no request to the hub (transformers would
     # otherwise ask the hub whether it changed); one that is not cached needs a reachable hub.
-    offline = _offline() or (not local and not _is_cached(spec) and not _hub_reachable())
-    kw: dict[str, Any] = {} if local else {"cache_dir": _hub_cache(), "local_files_only": offline or _is_cached(spec)}
+    offline = hub_offline() or (not local and not resolution.is_cached(spec) and not resolution.hub_reachable())
+    kw: dict[str, Any] = {} if local else {"cache_dir": resolution.hub_cache(),
+                                           "local_files_only": offline or resolution.is_cached(spec)}
     try:
         hf_config = AutoConfig.from_pretrained(spec, **kw)
     except Exception as exc:  # OSError, HFValidationError, connection errors
-        reason = (("it is not in the local Hugging Face cache and downloads are off (HF_HUB_OFFLINE=1)" if _offline()
+        reason = (("it is not in the local Hugging Face cache and downloads are off (HF_HUB_OFFLINE=1)" if hub_offline()
                    else "it is not in the local Hugging Face cache and the hub is not reachable")
                   if offline and not local else f"cannot read its configuration ({type(exc).__name__}: {exc})")
-        raise _unavailable(spec, reason) from exc
+        raise resolution.unavailable_error(spec, reason) from exc
 
     archs = list(getattr(hf_config, "architectures", None) or [])
     seed = any(a.endswith("ForSpeechClassification") for a in archs)
@@ -699,7 +497,7 @@ def _load_transformers(spec: str, device: str, quantize: str) -> HFEmotionModel:
                              "audio-classification model") from exc
         raise
     except OSError as exc:
-        raise _unavailable(spec, f"its weights cannot be loaded ({exc})") from exc
+        raise resolution.unavailable_error(spec, f"its weights cannot be loaded ({exc})") from exc
     base = getattr(model, getattr(model, "base_model_prefix", ""), None)
     waveform_encoder = (base is not None and hasattr(base, "feature_extractor")
                         and hasattr(model, "_get_feat_extract_output_lengths")
@@ -775,15 +573,15 @@ def load_emotion_model(spec: str | None = None, config: Config | None = None) ->
     """
     config = config or Config()
     spec = (spec or config.emotion_model or "auto").strip()
-    resolved = resolve_emotion_spec(spec, config)
+    resolved = resolution.resolve_emotion_spec(spec, config)
     if resolved == "compact":
         return _load_cached("compact", "cpu", "none")
     from pipeline.whisper_emotion import MODEL_ID as WHISPER_HEAD, get_whisper_head, is_whisper_head_dir
 
     if resolved == WHISPER_HEAD or is_whisper_head_dir(resolved):  # CPU (CTranslate2 int8) whatever the device
         return get_whisper_head(resolved, config)
-    device = _resolve_device(config.device)
-    quantize = _resolve_quantize(config.quantize, device)
+    device = resolve_device(config.device)
+    quantize = resolution.resolve_quantize(config.quantize, device)
     try:
         model = _load_cached(resolved, device, quantize)
     except ModelUnavailableError as exc:

@@ -14,73 +14,27 @@ Public entry points:
 Interpretable units are n equal time segments of the chunk, n = min(max, max(min, round(duration_s)))
 (``config.explain_min_segments`` .. ``config.explain_max_segments``; fewer when the model yields fewer
 frames). Tiers: see :mod:`pipeline.explain_fast` and :mod:`pipeline.explain_full`; faithfulness:
-:mod:`pipeline.faithfulness`; the design and its limits: docs/explanations.md.
+:mod:`pipeline.faithfulness`; attention maps: :mod:`pipeline.attention`; the design and its limits:
+docs/explanations.md.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-import threading
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
+from pipeline.attention import attention_maps, frames_and_reduced_attention
+from pipeline.blas import one_blas_thread
+from pipeline.runtime import SAMPLE_RATE
 from pipeline.types import EmotionModel, Explanation, SegmentWeight
 
 logger = logging.getLogger(__name__)
 
 TIERS = ("fast", "full")
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller():
-    """threadpoolctl's view of the OpenBLAS pools numpy/scipy loaded (None when unavailable)."""
-    try:
-        from threadpoolctl import ThreadpoolController
-
-        return ThreadpoolController().select(internal_api="openblas")
-    except Exception as exc:  # pragma: no cover - threadpoolctl is a dependency
-        logger.info("threadpoolctl unavailable (%s): numpy's BLAS keeps its threads", exc)
-        return None
-
-
-_BLAS_STATE: dict = {"depth": 0, "limiter": None}  # main thread only: nested calls keep the outer limit
-
-
-def one_blas_thread(fn):
-    """Run ``fn`` with numpy's OpenBLAS on one thread (threadpoolctl) when called from the main thread.
-
-    The explanations interleave small numpy products with torch ops. With both libraries' thread pools
-    on the same cores, each waits for the other's spinning threads: called from the main thread (the CLI's
-    ``analyze``, the benches), the fast tier of a 10 s chunk took 21-43 ms with OpenBLAS' default threads
-    and 11-17 ms with one (2 cores, ``python -m bench.explain_cost``). Called from other threads (Prefect
-    tasks, Streamlit, the live worker) it took ~15 ms either way, so there the function runs as it is:
-    OpenBLAS 0.3.30 showed no contention, ignores a limit set from a thread once the main thread has set
-    one, and changing its limit from the live page's worker thread coincided with the WebRTC stream
-    stalling (3 of 8 browser-test runs; 0 of 6 without). Only OpenBLAS is limited (an MKL that torch may
-    share is left alone); the outermost call sets the limit and restores it.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        if threading.current_thread() is not threading.main_thread():
-            return fn(*args, **kwargs)
-        if _BLAS_STATE["depth"] == 0:
-            ctl = _blas_controller()
-            _BLAS_STATE["limiter"] = ctl.limit(limits=1) if ctl is not None and len(ctl) else None
-        _BLAS_STATE["depth"] += 1
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _BLAS_STATE["depth"] -= 1
-            if _BLAS_STATE["depth"] == 0 and _BLAS_STATE["limiter"] is not None:
-                _BLAS_STATE["limiter"].restore_original_limits()
-                _BLAS_STATE["limiter"] = None
-
-    return wrapper
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,150 +87,6 @@ def _weights(bounds: list[tuple[float, float]], values: np.ndarray) -> list[Segm
     return [SegmentWeight(segment=i, start_s=round(a, 4), end_s=round(b, 4), value=float(v))
             for i, ((a, b), v) in enumerate(zip(bounds, values))]
 
-
-# --------------------------------------------------------------------------------------------------
-# attention
-# --------------------------------------------------------------------------------------------------
-
-def _block_edges(t: int, n: int) -> np.ndarray:
-    return np.unique(np.linspace(0, t, n + 1).round().astype(int))
-
-
-def downsample_attention(maps: np.ndarray, size: int) -> np.ndarray:
-    """(..., T, T) row-stochastic maps -> (..., n, n), n = min(size, T): rows averaged, columns summed.
-
-    Averaging query rows and summing key columns keeps every row a distribution (sums to 1).
-    """
-    maps = np.asarray(maps, dtype=np.float32)
-    t = maps.shape[-1]
-    n = max(1, min(int(size), t))
-    edges = _block_edges(t, n)
-    starts, widths = edges[:-1], np.diff(edges)
-    cols = np.add.reduceat(maps, starts, axis=-1)
-    rows = np.add.reduceat(cols, starts, axis=-2) / widths[:, None]
-    return rows
-
-
-def attention_rollout(maps: np.ndarray) -> np.ndarray:
-    """Attention rollout (Abnar & Zuidema 2020) of (layers, T, T) maps: prod_l (0.5 A_l + 0.5 I), rows normalised."""
-    maps = np.asarray(maps, dtype=np.float32)  # float32: rows are renormalised at every layer
-    t = maps.shape[-1]
-    eye = np.eye(t, dtype=np.float32)
-    rollout = eye
-    for a in maps:
-        a = 0.5 * a + 0.5 * eye
-        a = a / a.sum(axis=-1, keepdims=True)
-        rollout = a @ rollout
-    return rollout
-
-
-class AttentionReducer:
-    """Reduces (T, T) layer maps as a forward pass makes them (call it with each layer's map, in layer
-    order; numpy arrays or torch tensors): the per-layer maps downsampled as ``downsample_attention``
-    does, and the downsampled attention rollout, without keeping any (T, T) map.
-
-    The downsampled rollout is P_r A_L ... A_1 P_c (P_r averages row blocks, P_c sums column blocks,
-    A = 0.5 A + 0.5 I with rows renormalised), carried as X_l = A_l X_(l-1), X_0 = P_c: one (T, T) x
-    (T, 2n) product per layer gives both the layer's column sums and the next X, instead of T^3 work,
-    exactly ``downsample_attention(attention_rollout(maps), size)``. The arithmetic is torch's (float32),
-    on the maps' device and torch's threads: it runs inside the model's forward pass.
-    """
-
-    def __init__(self, size: int):
-        self.size = int(size)
-        self.layers: list = []
-        self._carry = self._cols = self._rows = None
-        self.frames = 0
-
-    def __call__(self, layer) -> None:
-        import torch
-
-        a = torch.as_tensor(layer, dtype=torch.float32)
-        t = a.shape[-1]
-        if self._carry is None:
-            edges = _block_edges(t, max(1, min(self.size, t)))
-            n = len(edges) - 1
-            block = torch.zeros(t, n, device=a.device)
-            for j, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-                block[lo:hi, j] = 1.0
-            self._cols = block  # P_c: sums column blocks
-            self._rows = (block / block.sum(dim=0)).T.contiguous()  # P_r: averages row blocks
-            self._carry = block.clone()
-            self.frames = t
-        n = self._cols.shape[1]
-        both = a @ torch.cat([self._cols, self._carry], dim=1)
-        self.layers.append(self._rows @ both[:, :n])
-        norm = 0.5 * a.sum(dim=-1, keepdim=True) + 0.5
-        self._carry = (0.5 * both[:, n:] + 0.5 * self._carry) / norm
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """(layers, n, n) downsampled maps and the (n, n) downsampled rollout (float32 numpy)."""
-        import torch
-
-        if self._carry is None:
-            raise ValueError("no attention layers were given")
-        rollout = self._rows @ self._carry
-        return (torch.stack(self.layers).cpu().numpy().astype(np.float32),
-                rollout.cpu().numpy().astype(np.float32))
-
-    def note(self) -> str:
-        return (f"mean over heads of each of {len(self.layers)} layers and attention rollout, "
-                f"{self.frames} frames downsampled to {self._cols.shape[1]} steps per side")
-
-
-def downsampled_rollout(maps: np.ndarray, size: int) -> np.ndarray:
-    """``downsample_attention(attention_rollout(maps), size)``, computed without the full (T, T) product
-    (see :class:`AttentionReducer`)."""
-    reducer = AttentionReducer(size)
-    for a in np.asarray(maps, dtype=np.float32):
-        reducer(a)
-    return reducer.result()[1]
-
-
-def frames_and_reduced_attention(model: EmotionModel, signals: Sequence[np.ndarray], size: int
-                                 ) -> tuple[list[np.ndarray], list[tuple | None]]:
-    """Per chunk: the frames and ``attention_maps`` of one forward pass, each layer's (T, T) map reduced
-    as the pass makes it (:class:`AttentionReducer`). A chunk whose maps fail keeps its frames and a
-    note saying why; a model without attention gets None (``attention_maps`` says so)."""
-    frames: list[np.ndarray] = []
-    reduced: list[tuple | None] = []
-    for s in signals:
-        x = np.asarray(s, dtype=np.float32).reshape(-1)
-        if x.size == 0:
-            frames.append(np.zeros((0, 1), np.float32))
-            reduced.append(None)
-            continue
-        if not getattr(model, "has_attention", False):
-            frames.append(np.asarray(model.frame_features(x), dtype=np.float32))
-            reduced.append(None)
-            continue
-        reducer = AttentionReducer(size)
-        try:
-            fr = model.frames_with_attention(x, reducer)
-            red = ((*reducer.result(), reducer.note()) if reducer.layers
-                   else (None, None, f"emotion model {model.name} returned no attention maps"))
-        except Exception as exc:  # never let a picture stop the analysis
-            logger.warning("attention maps of %s failed: %s", model.name, exc)
-            fr, red = model.frame_features(x), (None, None, f"attention maps could not be computed: {exc}")
-        frames.append(np.asarray(fr, dtype=np.float32))
-        reduced.append(red)
-    return frames, reduced
-
-
-def attention_maps(model: EmotionModel, samples: np.ndarray, size: int
-                   ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
-    """(per-layer maps (layers, n, n), rollout (n, n), note) of one forward pass — maps None with a plain
-    note when the model has none or they fail (``frames_and_reduced_attention``).
-
-    Args:
-        model: the emotion model.
-        samples: the chunk.
-        size: most time steps per side after downsampling.
-    """
-    if not getattr(model, "has_attention", False):
-        return None, None, f"emotion model {model.name} has no attention (not a transformer): no attention maps"
-    _, (reduced,) = frames_and_reduced_attention(model, [samples], size)
-    return reduced or (None, None, "empty chunk: no attention maps")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,7 +145,7 @@ def explain_chunk(model: EmotionModel, samples: np.ndarray, *, config, tier: str
     if tier not in TIERS:
         raise ValueError(f"unknown explanation tier {tier!r} (use one of: {', '.join(TIERS)})")
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
-    sr = int(getattr(model, "sample_rate", 16000))
+    sr = int(getattr(model, "sample_rate", SAMPLE_RATE))
     duration = x.size / sr
     size = int(config.attention_size)
 
@@ -507,7 +317,7 @@ def explain_features(model: EmotionModel, signals: Sequence[np.ndarray], *, conf
                                    method=f"not computed: {reason}", r2=[None] * m, reason=reason,
                                    methods=[f"not computed: {reason}"] * m, **kw)
 
-    sr = int(getattr(model, "sample_rate", 16000))
+    sr = int(getattr(model, "sample_rate", SAMPLE_RATE))
     rows_x: list[list[float]] = []
     rows_y: list[np.ndarray] = []
     groups: list[int] = []

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.explain_fast import LimeResult, SegmentGame, ShapleyResult, lime_over_masks, shapley_over_segments
+from pipeline.runtime import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
 
 def mask_signal(samples: np.ndarray, bounds: list[tuple[float, float]], keep: np.ndarray,
-                sample_rate: int = 16000) -> np.ndarray:
+                sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """A copy of ``samples`` with every segment whose ``keep`` entry is 0 replaced by silence (zeros)."""
     out = np.array(samples, dtype=np.float32, copy=True)
     for (start, end), k in zip(bounds, keep):

@@ -48,9 +48,10 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.runtime import SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 HOP_S = 0.01
 N_FFT = 400  # 25 ms at 16 kHz
 N_MFCC = 13

@@ -24,7 +24,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from pipeline.audio import TARGET_SAMPLE_RATE, Audio, AudioInfo, decode_audio, probe_audio
+from pipeline.audio import Audio, AudioInfo, decode_audio, probe_audio
+from pipeline.runtime import SAMPLE_RATE
 from pipeline.types import AudioError
 
 logger = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ class _Child:
         self.proc.close()
 
 
-def decode_isolated(path: str | os.PathLike, *, sample_rate: int = TARGET_SAMPLE_RATE,
+def decode_isolated(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE,
                     timeout_s: float = 300.0) -> Audio:
     """:func:`pipeline.audio.decode_audio` in a child process.
 
@@ -235,7 +236,7 @@ def probe_isolated(paths: Iterable[str | os.PathLike], *, timeout_s: float = 60.
             child.close()
 
 
-def decode_file(path: str | os.PathLike, config=None, *, sample_rate: int = TARGET_SAMPLE_RATE) -> Audio:
+def decode_file(path: str | os.PathLike, config=None, *, sample_rate: int = SAMPLE_RATE) -> Audio:
     """Decode one file as the configuration says: in a child process (``decode_isolation``, the
     default) with ``decode_timeout_s``, or in this process."""
     isolate = getattr(config, "decode_isolation", True)

@@ -19,6 +19,7 @@ from typing import Mapping
 
 import numpy as np
 
+from pipeline.runtime import SAMPLE_RATE
 from pipeline.types import BASE_EMOTIONS, Explanation
 
 POS_COLOR = "#c0392b"
@@ -155,7 +156,7 @@ def plot_shap_features(exp: Explanation, *, top: int = 12) -> bytes:
     return _png(fig, title, desc)
 
 
-def plot_lime_waveform(samples: np.ndarray, exp: Explanation, sample_rate: int = 16000) -> bytes:
+def plot_lime_waveform(samples: np.ndarray, exp: Explanation, sample_rate: int = SAMPLE_RATE) -> bytes:
     """The chunk's waveform with each segment shaded by its LIME weight (red: supports the label)."""
     title = f"LIME segment weights — p({exp.target_label})"
     x = np.asarray(samples, dtype=np.float32).reshape(-1)

@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.runtime import SAMPLE_RATE, resolve_device
 from pipeline.types import Chunk
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 #: Chunks with less voice than this (s, after resemblyzer's pause trimming) get no label.
 MIN_EMBED_S = 0.5
 #: Chunks shorter than this (s) are labelled by the nearest cluster instead of forming clusters.
@@ -116,7 +116,7 @@ def assign_speakers(samples: np.ndarray, chunks: list[Chunk], config: Config | N
         label = "S1" if long_enough[0] else None
         return Speakers([label], mode, int(label is not None))
     try:
-        encoder = load_encoder(_device(config.device))
+        encoder = load_encoder(resolve_device(config.device, strict=False))
     except SpeakerEncoderUnavailable as exc:
         note = f"speaker labels unavailable: {exc}"
         logger.warning(note)
@@ -133,17 +133,6 @@ def assign_speakers(samples: np.ndarray, chunks: list[Chunk], config: Config | N
 
 def _mode(want: int | str) -> str:
     return want if isinstance(want, str) else "fixed"
-
-
-def _device(device: str) -> str:
-    if device in ("cpu", "cuda"):
-        return device
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
 
 
 def _resample(x: np.ndarray, rate: int) -> np.ndarray:

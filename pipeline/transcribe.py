@@ -66,12 +66,12 @@ from urllib.parse import urlparse
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.runtime import SAMPLE_RATE, hub_offline, resolve_device
 from pipeline.transcribe_fw import FW_PREFIX, WHY, fw_label
 from pipeline.types import Chunk, ModelUnavailableError, Word
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 #: 'auto' on a CUDA device.
 GPU_AUTO_MODEL = "large-v3"
 #: 'auto' on CPU (see the bench figures in the module docstring).
@@ -117,15 +117,6 @@ class ChunkTranscript:
 # --------------------------------------------------------------------------- model names and loading
 
 
-def resolve_device(config: Config) -> str:
-    """``config.device`` with 'auto' resolved: 'cuda' when torch sees a GPU, else 'cpu'."""
-    if config.device != "auto":
-        return config.device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _is_ct2_folder(name: str) -> bool:
     path = Path(name).expanduser()
     return path.is_dir() and (path / "model.bin").is_file()
@@ -138,10 +129,10 @@ def _resolve_auto(config: Config) -> str:
     from pipeline.whisper_weights import WeightsError, ensure_weights
 
     why = ""
-    if resolve_device(config).startswith("cuda"):
+    if resolve_device(config.device, strict=False).startswith("cuda"):
         size = GPU_AUTO_MODEL
         target = whisper_cache_dir() / os.path.basename(whisper._MODELS[size])
-        if target.is_file() or (not _offline() and _reachable(whisper._MODELS[size])):
+        if target.is_file() or (not hub_offline() and _reachable(whisper._MODELS[size])):
             return size
         why = f"fallback: Whisper {size} is not in {target.parent} and cannot be downloaded here"
     try:
@@ -154,7 +145,7 @@ def _resolve_auto(config: Config) -> str:
     target = whisper_cache_dir() / os.path.basename(whisper._MODELS[size])
     if target.is_file():
         return f"{size}{WHY}fallback (openai-whisper): {missing}"
-    if not _offline() and _reachable(whisper._MODELS[size]):
+    if not hub_offline() and _reachable(whisper._MODELS[size]):
         return size
     logger.warning("no transcripts: %s; nor is Whisper %s in %s", missing, size, target.parent)
     return f"none: {missing}"
@@ -198,11 +189,6 @@ def whisper_cache_dir() -> Path:
     """Where openai-whisper keeps downloaded weights: ``$XDG_CACHE_HOME/whisper`` or ``~/.cache/whisper``."""
     default = os.path.join(os.path.expanduser("~"), ".cache")
     return Path(os.getenv("XDG_CACHE_HOME", default)) / "whisper"
-
-
-def _offline() -> bool:
-    return any(os.environ.get(k, "").strip().lower() in {"1", "true", "yes", "on"}
-               for k in ("HF_HUB_OFFLINE", "EMOTIVOICE_OFFLINE"))
 
 
 def _reachable(url: str) -> bool:
@@ -252,13 +238,13 @@ def load_whisper(name: str | None, config: Config) -> Any:
         from pipeline.transcribe_fw import load_from_label
 
         return load_from_label(resolved, label, config)
-    device = resolve_device(config)
+    device = resolve_device(config.device, strict=False)
     import whisper
 
     if resolved in whisper._MODELS:
         target = whisper_cache_dir() / os.path.basename(whisper._MODELS[resolved])
         if not target.is_file():
-            if _offline():
+            if hub_offline():
                 raise ModelUnavailableError(resolved,
                                             _how_to_get(resolved, target) + " (offline: HF_HUB_OFFLINE is set)")
             if not _reachable(whisper._MODELS[resolved]):

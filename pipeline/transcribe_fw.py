@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.runtime import resolve_device
 from pipeline.types import ModelUnavailableError, Word
 
 logger = logging.getLogger(__name__)
-SAMPLE_RATE = 16000
 FW_PREFIX = "faster-whisper "
 #: Separates a label from the reason it was chosen ('base — fallback: ...').
 WHY = " — "
@@ -60,9 +60,7 @@ class FasterWhisper:
 
 def fw_label(target: str, config: Config) -> str:
     """The label of faster-whisper ``target`` (a packaged size or a CTranslate2 folder) on this config's device."""
-    from pipeline.transcribe import resolve_device
-
-    device = ctranslate2_device(resolve_device(config))
+    device = ctranslate2_device(resolve_device(config.device, strict=False))
     compute = compute_type_for(config.whisper_compute_type, device)
     return f"{FW_PREFIX}{target} ({compute}{', cuda' if device == 'cuda' else ''})"
 

@@ -7,6 +7,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pipeline.runtime import SAMPLE_RATE
+
 #: The six canonical base emotions, in the order used everywhere (tables, charts, arrays).
 BASE_EMOTIONS: tuple[str, ...] = ("anger", "fear", "happiness", "sadness", "surprise", "neutral")
 
@@ -205,7 +207,7 @@ class EmotionModel:
     trained: bool = True
     has_attention: bool = False
     frame_hop_s: float = 0.02
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
 
     @property
     def absent_labels(self) -> tuple[str, ...]:

@@ -23,10 +23,10 @@ import logging
 
 import numpy as np
 
+from pipeline.runtime import SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
-#: Rate the model runs at (Hz).
-SAMPLE_RATE = 16000
 #: Samples per scored window, and samples of context before each.
 WINDOW = 512
 CONTEXT = 64

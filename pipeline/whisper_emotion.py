@@ -19,7 +19,7 @@ the packaged base weights). Cost, measured by ``python -m bench.whisper_head_cv 
 docs/whisper_emotion.md (a 3 s chunk's own frames cost about a tenth of one padded 30 s window).
 
 Calibration: the logits are divided by a temperature fitted on speakers held out from training
-(``pipeline.train_whisper_head``), so the probabilities feed the taxonomy's 0.3/0.4/0.7 thresholds as
+(``pipeline.training.whisper_head``), so the probabilities feed the taxonomy's 0.3/0.4/0.7 thresholds as
 calibrated scores. Per-speaker normalisation (``speaker_offset``): when diarization gives several chunks
 of one speaker, subtracting that speaker's mean pooled statistics (and adding back the training mean)
 removes voice identity; the head then sees the same kind of input as in training with that option.
@@ -42,6 +42,7 @@ import numpy as np
 
 from pipeline.compact import json_default
 from pipeline.config import Config
+from pipeline.runtime import SAMPLE_RATE
 from pipeline.types import BASE_EMOTIONS, EmotionModel, ModelUnavailableError
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,6 @@ ARCH = "whisper-head"
 WHISPER_HEAD_DIR = Path(__file__).resolve().parent / "models" / "whisper_head"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-SAMPLE_RATE = 16000
 #: Mel frames per encoder window (30 s) and samples per mel frame.
 MAX_MEL_FRAMES = 3000
 HOP = 160

@@ -113,7 +113,7 @@ def test_empty_signal_is_refused_with_a_reason(shipped):
 def test_shipped_model_recognises_one_actors_emotions_well_above_chance(shipped, ravdess_dir):
     # Actor 1 is part of the shipped model's training data (it is trained on all 18 actors), so this only
     # checks that the right weights load and run; the unseen-actor evidence is bench/compact_cv.py.
-    from pipeline.train import evaluate
+    from pipeline.training import evaluate
     from tests.fixtures_datasets import manifest_emotions, six_count
 
     result = evaluate(shipped, ravdess_dir, ravdess_dir / "manifest.csv", speakers=["1"])

@@ -62,3 +62,33 @@ def test_json_round_trip_keeps_every_field():
     data = json.loads(cfg.to_json())
     again = Config().replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
     assert again == cfg
+
+
+def test_each_section_reads_its_own_table_and_environment(tmp_path):
+    from pipeline.config import SECTIONS, Live, Sql
+
+    f = tmp_path / "ev.toml"
+    f.write_text('[live]\nlive_queue_size = 9\n[sql]\nsql_max_rows = 7\n')
+    env = {"EMOTIVOICE_SQL_MAX_MB": "5"}
+    cfg = load_config(f, env=env)
+    assert cfg.section(Live) == Live(live_queue_size=9)
+    assert cfg.section(Sql) == Sql(sql_max_rows=7, sql_max_mb=5)
+    # every field of Config belongs to exactly one section, and a section alone has no other field
+    owned = [name for section in SECTIONS for name in section.names()]
+    assert sorted(owned) == sorted(cfg.to_dict()) and len(owned) == len(set(owned))
+
+
+def test_option_under_another_table_is_read_with_a_warning(tmp_path, caplog):
+    f = tmp_path / "ev.toml"
+    f.write_text('[models]\nmax_chunk_s = 12.0\n')
+    with caplog.at_level("WARNING", logger="pipeline.config"):
+        cfg = load_config(f, env={})
+    assert cfg.max_chunk_s == 12.0
+    assert "max_chunk_s" in caplog.text and "[chunking]" in caplog.text
+
+
+def test_unknown_option_inside_a_table_is_named(tmp_path):
+    f = tmp_path / "ev.toml"
+    f.write_text('[chunking]\nmax_chunk = 12.0\n')
+    with pytest.raises(ValueError, match="max_chunk"):
+        load_config(f, env={})

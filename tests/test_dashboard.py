@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 
 from tests.fixtures_warehouse_data import CONVERSATION_NAME, FAILED_REASON, copy_warehouse
+from warehouse.filters import Filters
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboard" / "app.py"
@@ -738,7 +739,7 @@ def test_selection_exports_follow_the_filters(filled_warehouse):
 
     db = str(filled_warehouse.db)
     folder = str(filled_warehouse.corpus / "Actor_01")
-    flt = data.Filters(folders=(folder,), include_untrained=True)
+    flt = Filters(folders=(folder,), include_untrained=True)
     csv = pd.read_csv(pd.io.common.BytesIO(report.selection_csv(db, flt)))
     ok = files_of(db).query("status == 'ok' and folder == @folder")
     assert set(csv["folder"]) == {folder} and len(csv) == ok["n_chunks"].sum()
@@ -746,7 +747,7 @@ def test_selection_exports_follow_the_filters(filled_warehouse):
     assert payload["figures"]["chunks"] == len(csv) and "warning" in payload
     pdf = report.selection_pdf(db, flt)
     assert pdf.startswith(b"%PDF") and pdf.count(b"/Subtype /Image") >= 3
-    assert not json.loads(report.selection_json(db, data.Filters(folders=(folder,))))["chunks"]
+    assert not json.loads(report.selection_json(db, Filters(folders=(folder,))))["chunks"]
 
 
 def test_overview_says_what_the_compact_model_is_and_how_well_it_does_on_unseen_speakers(monkeypatch, tmp_path):
@@ -820,7 +821,7 @@ def test_reports_carry_the_model_caveat_and_the_intended_use(default_warehouse):
     info = data.file_info(db, file_id(db, CONVERSATION_NAME))
     said = report.file_report(db, int(info["file_id"])).plain
     assert INTENDED_USE in said and model_caveat(info["emotion_model"], False) in said
-    said = report.selection_report(db, data.Filters(include_untrained=True)).plain
+    said = report.selection_report(db, Filters(include_untrained=True)).plain
     assert INTENDED_USE in said and model_caveat(info["emotion_model"], False) in said
 
 

@@ -16,8 +16,8 @@ from pipeline.emotion import (
     HFEmotionModel,
     clear_model_cache,
     load_emotion_model,
-    resolve_emotion_spec,
 )
+from pipeline.model_resolution import resolve_emotion_spec
 from pipeline.types import EmotionModel, ModelUnavailableError
 from tests.fixtures_models import build_tiny_checkpoint
 
@@ -270,11 +270,11 @@ def test_captured_attention_equals_transformers_eager_attention(request, form, c
 
 
 def test_attention_falls_back_to_eager_attention_without_attention_interface(tiny_hubert_dir, clips, monkeypatch):
-    from pipeline import emotion
+    from pipeline import attention
 
     model = load_emotion_model(str(tiny_hubert_dir), CPU.replace(quantize="none"))
     expected = _reference_attention(tiny_hubert_dir, clips[0])
-    monkeypatch.setattr(emotion, "_capture_registered", lambda: False)
+    monkeypatch.setattr(attention, "capture_registered", lambda: False)
     frames, maps = model.frames_and_attentions(clips[0])
     np.testing.assert_allclose(maps, expected, atol=1e-5)
     assert model.model.config._attn_implementation == "sdpa"
@@ -530,7 +530,7 @@ def test_unknown_quantize_setting_is_rejected_by_name(tiny_hubert_dir):
 
 
 def test_auto_quantisation_on_cpu_follows_the_benchmarked_choice(tiny_hubert_dir):
-    from pipeline.emotion import AUTO_INT8_ON_CPU
+    from pipeline.model_resolution import AUTO_INT8_ON_CPU
 
     model = load_emotion_model(str(tiny_hubert_dir), CPU.replace(quantize="auto"))
     assert model.quantized == ("int8" if AUTO_INT8_ON_CPU else "none")
@@ -544,7 +544,7 @@ def hub_unreachable(monkeypatch):
     """HF_HUB_OFFLINE unset and every TCP connection refused (recorded), as on a machine without network."""
     import socket
 
-    from pipeline import emotion
+    from pipeline import model_resolution
 
     attempts: list = []
 
@@ -555,16 +555,16 @@ def hub_unreachable(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(socket, "create_connection", refuse)
-    emotion._hub_reachable.cache_clear()
+    model_resolution.hub_reachable.cache_clear()
     yield attempts
-    emotion._hub_reachable.cache_clear()
+    model_resolution.hub_reachable.cache_clear()
 
 
 def test_auto_without_network_falls_back_to_compact_after_one_quick_connection_attempt(hub_unreachable, tmp_path,
                                                                                      monkeypatch):
     import time
 
-    from pipeline.emotion import resolve_emotion_spec
+    from pipeline.model_resolution import resolve_emotion_spec
     from pipeline.types import ModelUnavailableError
 
     import pipeline.whisper_weights as ww
@@ -580,7 +580,7 @@ def test_auto_without_network_falls_back_to_compact_after_one_quick_connection_a
 
 
 def test_a_cached_hub_checkpoint_loads_from_the_cache_only(monkeypatch):
-    from pipeline import emotion
+    from pipeline import emotion, model_resolution
 
     seen: dict = {}
 
@@ -591,7 +591,7 @@ def test_a_cached_hub_checkpoint_loads_from_the_cache_only(monkeypatch):
     import transformers
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(emotion, "_is_cached", lambda spec: True)
+    monkeypatch.setattr(model_resolution, "is_cached", lambda spec: True)
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", from_pretrained)
     with pytest.raises(Exception):
         emotion._load_transformers("some-org/some-model", "cpu", "none")

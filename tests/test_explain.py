@@ -8,10 +8,9 @@ import math
 import numpy as np
 import pytest
 
+from pipeline.attention import attention_rollout, downsample_attention
 from pipeline.config import Config
 from pipeline.explain import (
-    attention_rollout,
-    downsample_attention,
     explain_batch,
     explain_chunk,
     explain_features,
@@ -335,7 +334,7 @@ def test_rollout_of_attention_that_stays_on_itself_is_the_identity_and_downsampl
 
 @pytest.mark.parametrize("t, size", [(499, 32), (37, 8), (5, 32)])
 def test_the_downsampled_rollout_equals_downsampling_the_full_rollout(t, size):
-    from pipeline.explain import downsampled_rollout
+    from pipeline.attention import downsampled_rollout
 
     logits = np.random.default_rng(t).normal(size=(4, t, t)) * 3
     maps = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
@@ -348,7 +347,7 @@ def test_explanations_hold_openblas_to_one_thread_in_the_main_thread_only_and_re
 
     from threadpoolctl import threadpool_info
 
-    from pipeline.explain import one_blas_thread
+    from pipeline.blas import one_blas_thread
 
     def openblas_threads() -> list[int]:
         return [d["num_threads"] for d in threadpool_info() if d["internal_api"] == "openblas"]
@@ -367,7 +366,7 @@ def test_explanations_hold_openblas_to_one_thread_in_the_main_thread_only_and_re
 
 
 def test_the_streaming_reducer_gives_the_downsampled_layers_and_rollout_of_the_full_maps():
-    from pipeline.explain import AttentionReducer
+    from pipeline.attention import AttentionReducer
 
     logits = np.random.default_rng(3).normal(size=(3, 101, 101)) * 3
     maps = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)

@@ -246,3 +246,26 @@ def test_a_folder_with_crashing_8_channel_and_truncated_files_is_ingested_twice_
     runs = _rows(flow_config.db, "SELECT status, n_files, n_failed FROM runs ORDER BY run_id")
     assert runs.values.tolist() == [["completed", 4, 2], ["completed", 0, 0], ["completed", 0, 2],
                                     ["completed", 1, 0]]
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_config_retries_is_how_often_a_transient_error_is_retried(prefect_harness, flow_config, ravdess_dir,
+                                                                  tmp_path, monkeypatch, retries):
+    import pipeline.analyze
+    from flows.ingest import ingest_folder
+
+    root = tmp_path / f"corpus-{retries}"
+    root.mkdir()
+    shutil.copy(sorted((ravdess_dir / "Actor_05").glob("*.flac"))[0], root / "one.flac")
+    attempts = []
+
+    def flaky(self, path):  # an I/O error on every attempt: transient, so Prefect retries it
+        attempts.append(path)
+        raise OSError(5, "input/output error")
+
+    monkeypatch.setattr(pipeline.analyze.Analyzer, "analyze_file", flaky)
+    s = ingest_folder(root, options=flow_config.replace(retries=retries))
+    assert len(attempts) == retries + 1
+    assert s.files_failed == 1
+    failed = _rows(flow_config.db, "SELECT error FROM files WHERE path LIKE '%one.flac'")
+    assert failed["error"].iloc[0] == "cannot read: input/output error"

@@ -11,18 +11,10 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from flows.live import LiveSession, analyse_recording
 from pipeline.config import Config
-from pipeline.live import (
-    DropOldestQueue,
-    EndPointer,
-    LiveSession,
-    RingBuffer,
-    StreamResampler,
-    analyse_recording,
-    frame_to_mono,
-    timeline_rows,
-    transcript_lines,
-)
+from pipeline.live_results import timeline_rows, transcript_lines
+from pipeline.stream import DropOldestQueue, EndPointer, RingBuffer, StreamResampler, frame_to_mono
 from pipeline.types import BASE_EMOTIONS, ChunkResult, FileResult, ModelInfo, Word
 from tests.fixtures_audio import speech_like
 
@@ -412,8 +404,39 @@ def test_a_live_session_with_the_real_pipeline_gives_emotions_per_utterance(tiny
         assert any("untrained" in n for n in r.result.notes)
 
 
+def test_each_utterance_is_analysed_as_one_chunk_without_chunking_it_again(monkeypatch, tiny_hubert_dir,
+                                                                          three_utterances_wav):
+    import pipeline.chunking
+
+    chunker_calls = []
+    real_chunker = pipeline.chunking.chunk_speech
+
+    def counting_chunker(*args, **kwargs):
+        chunker_calls.append(args[0].size)
+        return real_chunker(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.chunking, "chunk_speech", counting_chunker)
+    cfg = live_config(emotion_model=str(tiny_hubert_dir), whisper_model="none", explain="none",
+                      live_max_utterance_s=6.0)
+    x, rate = sf.read(three_utterances_wav.path, dtype="float32")
+    session = LiveSession(cfg)
+    session.push(x, rate)
+    session.stop(timeout=120)
+    results = session.results()
+    assert len(results) == 3
+    for r in results:  # the end-pointer's utterance is the chunk: same span, one chunk
+        (chunk,) = r.result.chunks
+        assert chunk.start_s == pytest.approx(r.utterance.start_s, abs=1e-3)
+        assert chunk.end_s == pytest.approx(r.utterance.end_s, abs=1e-3)
+        assert r.result.settings["chunking"] == {"one_chunk": True}
+    assert chunker_calls == []  # segmented once, by the end-pointer
+    saved = session.session_result()
+    assert [(c.start_s, c.end_s) for c in saved.chunks] == [(c.start_s, c.end_s) for r in results
+                                                           for c in r.result.chunks]
+
+
 def test_stop_saves_the_recording_as_flac_and_one_live_file_in_the_warehouse(tmp_path):
-    from dashboard.live_page import save_session
+    from flows.live import save_session
     from warehouse import Warehouse
 
     cfg = live_config(db=str(tmp_path / "w.duckdb"), data_dir=str(tmp_path / "data"))
@@ -435,7 +458,7 @@ def test_stop_saves_the_recording_as_flac_and_one_live_file_in_the_warehouse(tmp
 
 
 def test_stop_and_the_stream_end_hook_saving_at_once_store_the_session_once(tmp_path):
-    from dashboard.live_page import save_session
+    from flows.live import save_session
     from warehouse import Warehouse
 
     cfg = live_config(db=str(tmp_path / "w.duckdb"), data_dir=str(tmp_path / "data"))

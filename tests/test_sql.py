@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import warehouse
+from flows import sql_cli
 from warehouse import QueryError, Warehouse, query, read_df
 from warehouse.connection import read_connection, resolve_db
 from warehouse.synth import fake_file_result
@@ -198,13 +199,13 @@ def test_export_refuses_a_where_that_is_not_a_condition_on_files(db, tmp_path, w
 # ----------------------------------------------------------------------------- CLI helpers
 def _sql_args(argv):
     parser = argparse.ArgumentParser()
-    warehouse.add_sql_arguments(parser)
+    sql_cli.add_sql_arguments(parser)
     return parser.parse_args(argv)
 
 
 def _run_sql(argv):
     out, err = io.StringIO(), io.StringIO()
-    code = warehouse.run_sql(_sql_args(argv), stdout=out, stderr=err)
+    code = sql_cli.run_sql(_sql_args(argv), stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -239,19 +240,19 @@ def test_sql_cli_names_a_missing_database(tmp_path):
 def test_sql_cli_uses_the_callers_db_option_when_it_has_one(db):
     parser = argparse.ArgumentParser()
     parser.add_argument("--db")
-    warehouse.add_sql_arguments(parser)  # does not clash
+    sql_cli.add_sql_arguments(parser)  # does not clash
     args = parser.parse_args(["SELECT 1 AS one", "--db", str(db), "--format", "csv"])
     out = io.StringIO()
-    assert warehouse.run_sql(args, stdout=out, stderr=io.StringIO()) == 0 and out.getvalue().split() == ["one", "1"]
+    assert sql_cli.run_sql(args, stdout=out, stderr=io.StringIO()) == 0 and out.getvalue().split() == ["one", "1"]
 
 
 def test_export_cli_writes_files_and_lists_them(db, tmp_path):
     parser = argparse.ArgumentParser()
-    warehouse.add_export_arguments(parser)
+    sql_cli.add_export_arguments(parser)
     args = parser.parse_args(["--format", "csv", "--out", str(tmp_path / "out"), "--where", "status = 'failed'",
                               "--db", str(db)])
     out, err = io.StringIO(), io.StringIO()
-    assert warehouse.run_export(args, stdout=out, stderr=err) == 0
+    assert sql_cli.run_export(args, stdout=out, stderr=err) == 0
     lines = out.getvalue().splitlines()
     assert len(lines) == len(warehouse.TABLES)
     assert any(line.endswith("files.csv\t1 rows") for line in lines)
@@ -260,10 +261,10 @@ def test_export_cli_writes_files_and_lists_them(db, tmp_path):
 
 def test_export_cli_reports_a_bad_where_in_one_line(db, tmp_path):
     parser = argparse.ArgumentParser()
-    warehouse.add_export_arguments(parser)
+    sql_cli.add_export_arguments(parser)
     args = parser.parse_args(["--out", str(tmp_path), "--where", "nope = 1", "--db", str(db)])
     err = io.StringIO()
-    assert warehouse.run_export(args, stdout=io.StringIO(), stderr=err) == 2
+    assert sql_cli.run_export(args, stdout=io.StringIO(), stderr=err) == 2
     assert err.getvalue().startswith("error: --where 'nope = 1': Binder Error")
     assert len(err.getvalue().strip().splitlines()) == 1
 
@@ -273,8 +274,8 @@ def test_sql_cli_finds_the_database_named_in_the_config_file(db, tmp_path):
     toml.write_text(f'[paths]\ndb = "{db}"\n')
     parser = argparse.ArgumentParser()
     parser.add_argument("--config")
-    warehouse.add_sql_arguments(parser)
+    sql_cli.add_sql_arguments(parser)
     args = parser.parse_args(["--config", str(toml), "SELECT count(*) AS n FROM files", "--format", "csv"])
     out = io.StringIO()
-    assert warehouse.run_sql(args, stdout=out, stderr=io.StringIO()) == 0
+    assert sql_cli.run_sql(args, stdout=out, stderr=io.StringIO()) == 0
     assert out.getvalue().split() == ["n", "5"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import warehouse
+from flows import sql_cli
 from warehouse import QueryError, Warehouse, query
 from warehouse.connection import ensure_database
 from warehouse.errors import QueryLimitError
@@ -109,18 +110,18 @@ def test_an_export_with_a_hostile_where_stops_at_the_memory_cap(db, tmp_path):
 def _sql(argv, **kw):
     parser = argparse.ArgumentParser()
     parser.add_argument("--debug", action="store_true")
-    warehouse.add_sql_arguments(parser)
+    sql_cli.add_sql_arguments(parser)
     out, err = io.StringIO(), io.StringIO()
-    code = warehouse.run_sql(parser.parse_args(argv), stdout=out, stderr=err)
+    code = sql_cli.run_sql(parser.parse_args(argv), stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()
 
 
 def _export(argv):
     parser = argparse.ArgumentParser()
     parser.add_argument("--debug", action="store_true")
-    warehouse.add_export_arguments(parser)
+    sql_cli.add_export_arguments(parser)
     out, err = io.StringIO(), io.StringIO()
-    code = warehouse.run_export(parser.parse_args(argv), stdout=out, stderr=err)
+    code = sql_cli.run_export(parser.parse_args(argv), stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()
 
 

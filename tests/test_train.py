@@ -11,16 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.train import (
+from flows.train_cli import add_evaluate_arguments, add_train_arguments, run_evaluate, run_train
+from pipeline.training import (
     TrainSettings,
-    add_evaluate_arguments,
-    add_train_arguments,
     compute_metrics,
     evaluate,
     plan_validation,
     read_manifest,
-    run_evaluate,
-    run_train,
     train,
 )
 from pipeline.types import BASE_EMOTIONS
@@ -176,7 +173,7 @@ def test_evaluate_command_prints_json_figures_and_saves_a_plot(trained_compact, 
 
 def test_evaluation_reports_classes_the_model_lacks(tiny_superb_dir, ravdess_dir, heldout_manifest):
     from pipeline.config import Config
-    from pipeline.train import load_model_for_eval
+    from pipeline.training import load_model_for_eval
 
     model = load_model_for_eval(str(tiny_superb_dir), Config(device="cpu", quantize="none"))
     counts = manifest_emotions(heldout_manifest)
@@ -239,7 +236,7 @@ def test_hubert_fine_tuning_lowers_the_training_loss(request, ravdess_dir, tmp_p
 
 def test_a_fine_tuned_hubert_loads_as_an_emotion_model_for_analysis(request, ravdess_dir, tmp_path):
     from pipeline.config import Config
-    from pipeline.train import load_model_for_eval
+    from pipeline.training import load_model_for_eval
 
     manifest = _subset_manifest(ravdess_dir, tmp_path / "m.csv", {3, 4})
     base = _tiny_hubert(request, tmp_path)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import warehouse
+from pipeline.analyze import settings_key
 from warehouse import SchemaVersionError, Warehouse, WarehouseError, queries, read_df
 from warehouse.connection import write_connection
 from warehouse.examples import EXAMPLES, examples_markdown
@@ -61,7 +62,7 @@ def test_stored_values_match_the_result(store, db):
     fid = store.write_result(None, "sha-x", result, recorded_at=None)
     row = read_df("SELECT * FROM files WHERE file_id = ?", [fid], db=db).iloc[0]
     assert row.folder == "/data/a" and row.source == "batch" and bool(row.emotion_trained) is True
-    assert row.settings_key == warehouse.settings_key(result.settings)
+    assert row.settings_key == settings_key(result.settings)
     assert row.duration_s == pytest.approx(result.duration_s) and row.n_chunks == 2
     ch = result.chunks[1]
     got = read_df("SELECT c.idx, c.start_s, c.end_s, c.transcript, c.dominant, e.score FROM chunks c "
@@ -144,7 +145,7 @@ def test_other_settings_replace_the_results_of_the_path(store, db):
 
 def test_same_content_at_another_path_is_copied_with_all_rows(store, db):
     result = fake_file_result(11, "/data/a/x.wav", n_chunks=3)
-    key = warehouse.settings_key(result.settings)
+    key = settings_key(result.settings)
     src = store.write_result(None, "sha", result)
     assert store.find_reusable("sha", key) == src
     copy = store.copy_file_results(src, "/data/b/y.wav", run_id=None)
@@ -358,7 +359,7 @@ def filled_db(tmp_path_factory) -> Path:
     for i in range(6):
         r = fake_file_result(100 + i, f"/corpus/{['calls', 'meetings'][i % 2]}/clip_{i}.wav", n_chunks=4, trained=True)
         store.write_result(None, f"sha-{i}", r, run_id=run)
-    src = store.find_reusable("sha-0", warehouse.settings_key(fake_file_result(100).settings))
+    src = store.find_reusable("sha-0", settings_key(fake_file_result(100).settings))
     store.copy_file_results(src, "/corpus/copies/clip_0.wav", run_id=run)
     store.write_failed("/corpus/calls/broken.wav", "sha-b", "decoding failed: truncated file", run_id=run)
     store.write_skipped("/corpus/calls/readme.txt", "not audio: text file", run_id=run)

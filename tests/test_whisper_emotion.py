@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import Config
-from pipeline.train_whisper_head import (
+from pipeline.training.whisper_head import (
     HeadRecipe,
     expected_calibration_error,
     fit_head,
@@ -59,7 +59,7 @@ def shipped(head_config):
 # ----------------------------------------------------------------------------------- the shipped model
 
 def test_the_shipped_head_loads_by_its_id_and_gives_six_calibrated_probabilities(shipped, ravdess_dir):
-    from pipeline.emotion import resolve_emotion_spec
+    from pipeline.model_resolution import resolve_emotion_spec
 
     assert resolve_emotion_spec("whisper-head") == "whisper-head"
     assert isinstance(shipped, WhisperHeadModel) and shipped.trained
@@ -202,7 +202,7 @@ def test_train_and_evaluate_commands_with_arch_whisper_on_a_few_actors(ravdess_d
 
 
 def test_train_accepts_several_manifests_and_keeps_their_speakers_apart(ravdess_dir, cli_env, head_config):
-    from pipeline.train import train
+    from pipeline.training import train
 
     tmp = cli_env
     a = _subset(ravdess_dir, tmp / "corpus_a.csv", {1, 2})
@@ -214,7 +214,7 @@ def test_train_accepts_several_manifests_and_keeps_their_speakers_apart(ravdess_
 
 
 def test_mismatched_data_and_manifest_counts_are_refused(tmp_path):
-    from pipeline.train_data import pair_manifests
+    from pipeline.training import pair_manifests
 
     with pytest.raises(ValueError, match="2 --manifest and 3 --data"):
         pair_manifests(["a", "b", "c"], ["m1.csv", "m2.csv"])
@@ -241,7 +241,7 @@ def test_an_unknown_encoder_is_reported_by_name(tmp_path):
 
 def test_a_head_trained_on_six_actors_recognises_unseen_actors_well_above_chance(full_ravdess_dir, cli_env,
                                                                                  head_config):
-    from pipeline.train import evaluate, train
+    from pipeline.training import evaluate, train
 
     tmp = cli_env
     res = train(full_ravdess_dir, _subset(full_ravdess_dir, tmp / "six.csv", {1, 2, 3, 4, 5, 6}), tmp / "six",

@@ -28,6 +28,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+# The one settings hash (the flow keys its work by it too); aliased: write parameters are named settings_key.
+from pipeline.analyze import settings_key as _key_of
 from pipeline.types import BASE_EMOTIONS, ChunkResult, FileResult
 from warehouse import connection
 from warehouse.errors import WarehouseError
@@ -39,17 +41,6 @@ SOURCES = ("batch", "live")
 #: Failure types the ingestion flow retries on every run even when the file is unchanged (the cause may
 #: go away: a permission, a vanished or unreadable file). Other failures come from the content itself.
 RETRIED_ERROR_TYPES = ("unreadable",)
-
-
-def settings_key(settings: Mapping[str, Any]) -> str:
-    """Hash of the pipeline settings that shaped a result: ``pipeline.analyze.settings_key`` itself,
-    so the flow's key and the stored key always agree."""
-    from pipeline.analyze import settings_key as pipeline_key
-
-    return pipeline_key(dict(settings))
-
-
-_key_of = settings_key
 
 
 def normalize_path(path: str | os.PathLike) -> str:

@@ -12,6 +12,6 @@ from dashboard import auth  # noqa: E402
 auth.require(auth.ANALYST)  # here too: Streamlit may run this file without app.py (dashboard/auth.py)
 
 from dashboard.live_page import render  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
+from pipeline import load_config  # noqa: E402
 
 render(load_config())

@@ -15,7 +15,8 @@ import streamlit as st
 
 from dashboard import data
 from dashboard.safe_text import md_escape  # noqa: F401  (pages use common.md_escape)
-from pipeline.config import Config, load_config
+from pipeline import Config, load_config
+from warehouse.queries_overview import Status
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def guard() -> Iterator[None]:
         st.stop()
 
 
-def empty_state(db: str, status: data.Status) -> bool:
+def empty_state(db: str, status: Status) -> bool:
     """Draw the friendly empty state when there is nothing to show; True when drawn."""
     if not status.exists or status.empty:
         where = f"No database yet at {md_escape(db)}" if not status.exists else f"The warehouse {md_escape(db)} is empty"

@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard import actions, charts, data, media
 from dashboard.views import common
+from warehouse.rows import stored_explanation
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def render() -> None:
     with common.guard():
         ctx = data.chunk_context(db, chunk_id)
         stored = data.chunk_explanation(db, chunk_id)
-    exp = data.stored_explanation(stored) if stored is not None else None
+    exp = stored_explanation(stored) if stored is not None else None
     if ctx is None:
         st.warning(f"Chunk #{chunk_id} is no longer in the warehouse (its file was re-ingested or removed).")
         return

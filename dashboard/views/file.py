@@ -10,7 +10,8 @@ import streamlit as st
 
 from dashboard import charts, data, media, report
 from dashboard.views import common, exports
-from pipeline.types import BASE_EMOTIONS
+from pipeline import BASE_EMOTIONS
+from warehouse.rows import missing, opt_float
 
 
 _AUTOPLAY = "file_autoplay_chunk"
@@ -51,7 +52,7 @@ def render() -> None:
             env = media.file_envelope(audio)
         except OSError:  # the file changed or vanished since it was decoded
             env = charts.envelope(samples, media.SAMPLE_RATE)
-    duration = data._opt_float(info.get("duration_s"))
+    duration = opt_float(info.get("duration_s"))
     if chunks.empty:
         st.info("No speech chunks were stored for this file.")
         if env is not None:
@@ -107,7 +108,7 @@ def _header(info: dict, n_chunks: int) -> None:
     st.subheader(common.md_escape(Path(str(info["path"])).name), anchor=False)
     st.code(str(info["path"]), language=None, wrap_lines=True)
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Duration (s)", f"{(data._opt_float(info.get('duration_s')) or 0):.1f}")
+    c1.metric("Duration (s)", f"{(opt_float(info.get('duration_s')) or 0):.1f}")
     c2.metric("Chunks", n_chunks)
     c3.metric("Emotion model", Path(str(info.get("emotion_model") or "?")).name,
               help=common.md_escape(f"{info.get('emotion_model')} — "
@@ -117,7 +118,7 @@ def _header(info: dict, n_chunks: int) -> None:
     bits = [f"source: {info.get('source')}", f"recorded: {_ts(info.get('recorded_at'))}",
             f"ingested: {_ts(info.get('ingested_at'))}", f"run: {info.get('run_id')}",
             f"sample rate: {info.get('sample_rate')} Hz", f"channels: {info.get('channels')}"]
-    if not data.missing(info.get("reused_from")):
+    if not missing(info.get("reused_from")):
         bits.append(f"results copied from file #{int(info['reused_from'])} (same content)")
     st.caption(common.md_escape(" · ".join(bits)))
 

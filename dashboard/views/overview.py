@@ -9,14 +9,16 @@ import streamlit as st
 
 from dashboard import charts, data, report
 from dashboard.views import common, exports
-from pipeline.types import BASE_EMOTIONS
+from pipeline import BASE_EMOTIONS
+from warehouse.filters import Filters, time_grain
+from warehouse.queries_overview import Figures
 
 #: Folders / files drawn in the "by folder" and "by file" charts, and files listed in the table.
 TOP_GROUPS = 20
 TABLE_FILES = 200
 
 
-def sidebar_filters(db: str) -> data.Filters:
+def sidebar_filters(db: str) -> Filters:
     """The sidebar filters (they apply to every chart and export of the page)."""
     opts = data.filter_options(db)
     sb = st.sidebar
@@ -44,7 +46,7 @@ def sidebar_filters(db: str) -> data.Filters:
     untrained = sb.checkbox("Include untrained models (scores are not emotions)", key="f_untrained",
                             help="Random-weight models are stored so the pipeline can be tested; their outputs are "
                                  "not emotions and are left out unless ticked.")
-    return data.Filters(tuple(folders), date_from, date_to, tuple(languages), tuple(models), tuple(emotions),
+    return Filters(tuple(folders), date_from, date_to, tuple(languages), tuple(models), tuple(emotions),
                         float(min_conf), bool(untrained))
 
 
@@ -92,7 +94,7 @@ def render() -> None:
     with common.guard():
         mix = data.emotion_mix(db, filters)
         opts = data.filter_options(db)
-        grain = data.time_grain(filters.date_from or opts.date_min, filters.date_to or opts.date_max)
+        grain = time_grain(filters.date_from or opts.date_min, filters.date_to or opts.date_max)
         over = data.over_time(db, filters, grain)
         folders = data.by_group(db, filters, "folder", top=TOP_GROUPS)
         files = data.by_group(db, filters, "file", top=TOP_GROUPS)
@@ -182,7 +184,7 @@ def _open_file(file_id: int) -> None:
     st.switch_page(common.PAGES["file"], query_params={"file": str(file_id)})
 
 
-def _exports(db: str, filters: data.Filters, fig: data.Figures) -> None:
+def _exports(db: str, filters: Filters, fig: Figures) -> None:
     from dashboard import auth
 
     if not auth.may_export():  # downloads are for analysts (dashboard/auth.py, SECURITY.md)

@@ -14,7 +14,7 @@ temperature. ``bench.whisper_head_cv`` wraps all of this in the outer leave-acto
 Library API:
     :func:`encoder_stats` (pooled statistics per clip, cached), :func:`fit_head` -> :class:`HeadFit`,
     :func:`fit_temperature`, :func:`expected_calibration_error`, :func:`nll`,
-    :func:`train_whisper_arrays` (what ``pipeline.train.train`` dispatches ``arch='whisper'`` to).
+    :func:`train_whisper_arrays` (what ``pipeline.training.train`` dispatches ``arch='whisper'`` to).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def encoder_stats(waves: Sequence[np.ndarray], encoder: Any, *, cache_dir: str |
     Cached per clip (a hash of its samples and the encoder's label) as ``.npy`` under ``cache_dir``, so
     cross-validation and re-training pay the encoder once.
     """
-    from pipeline.train import _progress
+    from pipeline.training.waves import progress_iter
     from pipeline.whisper_emotion import frame_vectors, pad_signal
 
     label = getattr(encoder, "label", type(encoder).__name__)
@@ -107,7 +107,7 @@ def encoder_stats(waves: Sequence[np.ndarray], encoder: Any, *, cache_dir: str |
         cache.mkdir(parents=True, exist_ok=True)
     fn = encoder.frames if hasattr(encoder, "frames") else encoder
     rows = []
-    for w in _progress(waves, progress, desc="whisper encoder"):
+    for w in progress_iter(waves, progress, desc="whisper encoder"):
         f = cache / f"wstats_{tag}_{_wave_key(w)}.npy" if cache is not None else None
         if f is not None and f.is_file():
             try:
@@ -264,7 +264,7 @@ def fit_head(stats: np.ndarray, y: np.ndarray, speakers: Sequence[str], labels: 
         y: (n,) class indices into ``labels``.
         speakers: (n,) speaker ids; the inner folds split speakers, never a speaker's clips.
     """
-    from pipeline.train import speaker_groups
+    from pipeline.training.validation import speaker_groups
 
     recipe = recipe or HeadRecipe()
     stats = np.asarray(stats, dtype=np.float64)
@@ -308,15 +308,16 @@ def train_whisper_arrays(waves: Sequence[np.ndarray], data, out_dir: str | Path 
                          encoder_name: str = "base", recipe: HeadRecipe | None = None, config=None,
                          encoder: Any = None, cache_dir: str | Path | None = None, progress: bool = False,
                          command: str | None = None):
-    """Train a whisper-head model on decoded clips (``data``: a ``pipeline.train.LabelledSet``).
+    """Train a whisper-head model on decoded clips (``data``: a ``pipeline.training.LabelledSet``).
 
-    Returns a ``pipeline.train.TrainResult`` whose ``model`` is a ``WhisperHeadModel``; saved to
+    Returns a ``pipeline.training.TrainResult`` whose ``model`` is a ``WhisperHeadModel``; saved to
     ``out_dir`` (weights, config.json with the recipe and inner-CV figures, training.json) unless None.
     """
     import json
 
     from pipeline.config import Config
-    from pipeline.train import MemberResult, TrainResult, TrainSettings, default_cache_dir
+    from pipeline.training.settings import MemberResult, TrainResult, TrainSettings
+    from pipeline.training.waves import default_cache_dir
     from pipeline.whisper_emotion import WhisperHeadConfig, WhisperHeadModel, load_encoder
 
     settings = settings or TrainSettings()

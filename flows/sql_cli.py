@@ -1,5 +1,7 @@
 """``emotivoice sql`` and ``emotivoice export``: argument definitions and handlers the main CLI delegates to.
 
+The command-line side of ``warehouse.sql`` (argparse lives in flows/; the warehouse exports no CLI helpers).
+
 Both run in the bounded sandbox (``warehouse.sandbox``): a memory cap, a time limit by default (no
 limit only with ``--timeout 0``), and for ``sql`` a row and byte cap on the result. Every error is
 one line on stderr (``error: <what>: <why>``) with a stable exit code (``warehouse.errors``): 1 a
@@ -57,7 +59,7 @@ def _db_path(args: argparse.Namespace):
     db = getattr(args, "db", None)
     config_file = getattr(args, "config", None)
     if not db and config_file:
-        from pipeline.config import load_config
+        from pipeline import load_config
 
         db = load_config(config_file).db
     return resolve_db(db)
@@ -182,8 +184,8 @@ def run_export(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m warehouse.cli sql ...`` / ``export ...`` (the same as the emotivoice subcommands)."""
-    parser = argparse.ArgumentParser(prog="python -m warehouse.cli")
+    """``python -m flows.sql_cli sql ...`` / ``export ...`` (the same as the emotivoice subcommands)."""
+    parser = argparse.ArgumentParser(prog="python -m flows.sql_cli")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     add_sql_arguments(sub.add_parser("sql", help="read-only SQL"))

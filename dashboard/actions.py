@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import Config
+from pipeline import SAMPLE_RATE, Config
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def run_full_explanation(config: Config, db: str, chunk_id: int):
     cfg = config.replace(emotion_model=ctx.emotion_model, whisper_model="none", explain="full", db=db)
     analyzer = get_analyzer(cfg)
     chunk = ChunkResult(idx=ctx.idx, start_s=ctx.start_s, end_s=ctx.end_s, base={}, dominant=ctx.dominant)
-    result = FileResult(file=ctx.path, duration_s=float(audio.duration_s), sample_rate=16000, channels=1,
+    result = FileResult(file=ctx.path, duration_s=float(audio.duration_s), sample_rate=SAMPLE_RATE, channels=1,
                         models=ModelInfo(emotion=ctx.emotion_model, emotion_trained=ctx.emotion_trained, whisper=None),
                         chunks=[chunk])
     analyzer.explain_full(result, audio.samples, 0)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from dashboard import data
-from pipeline import BASE_EMOTIONS
+from pipeline import BASE_EMOTIONS, SAMPLE_RATE
 from warehouse.filters import Filters, time_grain
 from warehouse.rows import missing, stored_explanation
 
@@ -138,7 +138,7 @@ def timeline_png(chunks: pd.DataFrame, duration_s: float, samples: np.ndarray | 
     if samples is not None and len(samples):
         from dashboard.charts import envelope
 
-        env = envelope(samples, 16000, points=2000)
+        env = envelope(samples, SAMPLE_RATE, points=2000)
         ax.fill_between(env["t"], env["lo"], env["hi"], color="#34495e", lw=0)
     for r in chunks.itertuples():
         ax.axvspan(r.start_s, r.end_s, color=_colour(r.dominant), alpha=0.35, lw=0)

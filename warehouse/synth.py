@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.runtime import SAMPLE_RATE
 from pipeline.types import (
     BASE_EMOTIONS,
     ChunkResult,
@@ -97,7 +98,7 @@ def fake_file_result(seed: int, path: str = "/data/fake.wav", *, n_chunks: int =
             words=words, features={f: float(rng.normal()) for f in _FEATURES}, explanation=ex,
         ))
     return FileResult(
-        file=path, duration_s=n_chunks * chunk_s + 0.5, sample_rate=16000, channels=1,
+        file=path, duration_s=n_chunks * chunk_s + 0.5, sample_rate=SAMPLE_RATE, channels=1,
         models=ModelInfo(emotion=SYNTHETIC_MODEL, emotion_trained=trained, whisper="synthetic-asr",
                          emotion_labels=labels, absent_labels=tuple(absent)),
         chunks=chunks, settings=settings if settings is not None else {"synthetic": True, "explain": "fast"},
@@ -149,7 +150,7 @@ def synthesize_database(db: str | os.PathLike, n_chunks: int = 1_000_000, *, chu
                                settings, ingested_at, recorded_at, notes, emotion_labels, absent_labels, n_chunks)
             SELECT file_id,
                    printf('/synthetic/folder_%02d/run{run_id}_%07d.wav', i % {n_folders}, i),
-                   sha256(printf('synthetic-{seed}-{run_id}-%d', i)), n * 2.0, 16000, 1, 'ok', {run_id},
+                   sha256(printf('synthetic-{seed}-{run_id}-%d', i)), n * 2.0, {SAMPLE_RATE}, 1, 'ok', {run_id},
                    '{SYNTHETIC_MODEL}', 'synthetic-asr', printf('/synthetic/folder_%02d', i % {n_folders}),
                    'batch', {str(bool(trained)).lower()}, 'synthetic', ?, ?,
                    TIMESTAMP '2025-01-06 00:00:00'

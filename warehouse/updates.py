@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from pipeline.runtime import SAMPLE_RATE
 from pipeline.types import ChunkResult, Explanation, FileResult, ModelInfo
 from warehouse import connection
 from warehouse.errors import WarehouseError
@@ -37,7 +38,7 @@ class ReplacedExplanation:
 
 def _explanation_tables(explanation: Explanation) -> dict[str, pa.Table]:
     chunk = ChunkResult(idx=0, start_s=0.0, end_s=0.0, base={}, dominant=None, explanation=explanation)
-    result = FileResult(file="<chunk>", duration_s=0.0, sample_rate=16000, channels=1,
+    result = FileResult(file="<chunk>", duration_s=0.0, sample_rate=SAMPLE_RATE, channels=1,
                         models=ModelInfo(emotion="?", emotion_trained=False, whisper=None), chunks=[chunk])
     return {name: table for name, table in result_tables(result).items() if name in EXPLANATION_TABLES}
 

@@ -87,15 +87,20 @@ def write_with_pyav(path: Path, samples: np.ndarray, sample_rate: int, *, contai
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x.T), format="fltp", layout=layout)
         frame.sample_rate = sample_rate
         frame.pts = 0
-        pts = 0
-        for f in resampler.resample(frame) + resampler.resample(None):
-            f.pts = pts
-            pts += f.samples
-            for packet in stream.encode(f):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+        mux_resampled(out, stream, resampler, frame)
     return path
+
+
+def mux_resampled(out, stream, resampler, frame) -> None:
+    """Resample ``frame`` to the encoder's format and frame size, encode it and mux every packet, flushing both."""
+    pts = 0
+    for f in resampler.resample(frame) + resampler.resample(None):
+        f.pts = pts
+        pts += f.samples
+        for packet in stream.encode(f):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
 
 
 def speech_like(duration_s: float, sample_rate: int = 16000, *, seed: int = 0, level: float = 0.3) -> np.ndarray:

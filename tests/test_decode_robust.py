@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from pipeline.audio import decode_audio
 from pipeline.isolate import decode_isolated
 from pipeline.types import AUDIO_ERROR_KINDS, AudioError
+from tests.fixtures_audio import mux_resampled
 
 RATE = 16000
 
@@ -59,14 +60,7 @@ def _write_aac_71(path: Path, x: np.ndarray, rate: int) -> None:
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x).reshape(1, -1), format="flt", layout="7.1")
         frame.sample_rate, frame.pts = rate, 0
         resampler = av.AudioResampler(format=cc.format.name, layout="7.1", rate=rate, frame_size=cc.frame_size)
-        pts = 0
-        for f in resampler.resample(frame) + resampler.resample(None):
-            f.pts = pts
-            pts += f.samples
-            for packet in stream.encode(f):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+        mux_resampled(out, stream, resampler, frame)
 
 
 def test_planar_8_channel_aac_decodes(tmp_path):

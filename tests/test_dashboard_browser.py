@@ -52,26 +52,11 @@ def dashboard(filled_warehouse, ravdess_dir, tmp_path):
                     [str(filled_warehouse.corpus), str(corpus)] * 2)
     (corpus / NEW_CLIP[0]).mkdir()
     shutil.copy2(ravdess_dir / NEW_CLIP[0] / NEW_CLIP[1], corpus / NEW_CLIP[0] / NEW_CLIP[1])
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "EMOTIVOICE_EMOTION_MODEL": filled_warehouse.config.emotion_model, "EMOTIVOICE_WHISPER_MODEL": "none",
-           "EMOTIVOICE_DEVICE": "cpu", "EMOTIVOICE_CORPUS_ROOTS": str(corpus),
-           "EMOTIVOICE_DATA_DIR": str(tmp_path / "data"), "EMOTIVOICE_ICE_SERVERS": ""}
-    for key in ("EMOTIVOICE_CONFIG", "EMOTIVOICE_DB"):
-        env.pop(key, None)
-    log = tmp_path / "dashboard.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "dashboard", "--db", str(db), "--port", str(port)],
-                                cwd=str(ROOT), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base, proc, log = serve(db, tmp_path, filled_warehouse.config.emotion_model, corpus)
     try:
-        wait_healthy(port, proc, log)
-        yield f"http://127.0.0.1:{port}", db, corpus, log
+        yield base, db, corpus, log
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the CLI and the streamlit server it started
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)  # the CLI and the streamlit server it started
 
 
 @pytest.fixture
@@ -256,6 +241,7 @@ def test_a_default_ingest_through_the_sidebar_in_chromium(ravdess_dir, tiny_hube
     """What a user gets after a plain ``emotivoice ingest`` (most chunks without a faithfulness check):
     every page reached from the sidebar draws, the caveats are on them, the PDF export downloads."""
     import warehouse
+
     from tests.test_dashboard import default_ingest
 
     if not CHROMIUM.exists():
@@ -276,6 +262,7 @@ def test_a_default_ingest_through_the_sidebar_in_chromium(ravdess_dir, tiny_hube
 
 def sidebar_tour(page, base: str, db: Path) -> None:
     import warehouse
+    from playwright.sync_api import expect
 
     page.goto(base + "/")
     heading(page, "Overview")
@@ -319,7 +306,8 @@ def sidebar_tour(page, base: str, db: Path) -> None:
 
     go(page, "Live", "Live analysis")
     page.get_by_text("Models ready").first.wait_for(timeout=300_000)
-    assert page.get_by_text("Whisper is off: the configuration sets whisper_model").is_visible()
-    assert page.get_by_text("Intended use:").first.is_visible()
+    # the header under the status box is drawn after it, in the same run: wait for it, don't race it
+    expect(page.get_by_text("Whisper is off: the configuration sets whisper_model")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Intended use:").first).to_be_visible(timeout=60_000)
     assert page.url.rstrip("/").endswith("/live")
     shot(page, "default-live")

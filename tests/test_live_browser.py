@@ -104,8 +104,16 @@ def test_speaking_into_the_live_tab_shows_results_and_stop_saves_the_session(liv
             assert "untrained" in body  # a random model's scores are never presented as emotions
 
             # what the session has received so far ("Heard"): all of it must be in the saved recording
+            # (at least 2 s of it, so that the recording's length says something: on a busy machine the first
+            # result can come when barely a second has been received)
             heard = page.get_by_test_id("stMetric").filter(has_text="Heard").get_by_test_id("stMetricValue")
-            heard_s = float(re.search(r"([\d.]+) s", heard.inner_text()).group(1))
+            deadline = time.monotonic() + 120
+            while True:
+                heard_s = float(re.search(r"([\d.]+) s", heard.inner_text()).group(1))
+                if heard_s >= 2.0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert heard_s >= 2.0, f"the page heard only {heard_s} s of the fake microphone in 2 minutes"
 
             widget.get_by_role("button", name="STOP").click()
             saved = page.get_by_text(re.compile(r"Saved session live-"))

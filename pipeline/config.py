@@ -88,6 +88,10 @@ class Models(Section):
     batch_size: int = 8
     """Chunks per emotion-model forward pass at most; on CPU also at most 8 s of audio per pass (batching
     longer chunks is slower there: ``pipeline.emotion.CPU_BATCH_SAMPLES``)."""
+    model_cache_size: int = 2
+    """Model sets (emotion + Whisper + speaker models for one choice of checkpoints, device and precision)
+    one process keeps loaded; the least recently used set is dropped beyond it. A long-lived worker that
+    sees runs with other chunking or explanation settings still holds one copy of each model."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,11 @@ class Flows(Section):
     retries: int = 2
     """Times Prefect retries one file's analysis after a transient error (out of memory, I/O), with
     backoff; 0 = no retry. Bad audio is never retried within a run (see ``retry_failed``)."""
+    cluster: str = ""
+    """Where the per-file tasks run: '' (threads in this process, ``workers`` of them), 'local:N' (a Dask
+    cluster of N worker processes started for the run) or 'tcp://host:8786' (an existing Dask scheduler).
+    Results come back through Dask: workers need the project installed and the corpus at the same path
+    or URL, never the flow's data directory. Environment: ``EMOTIVOICE_CLUSTER``."""
     stop_grace_s: float = 10.0
     """After SIGTERM/SIGINT/SIGHUP, seconds an ingestion gets to finish the file in hand and stop cleanly;
     then it marks its run 'interrupted', stops its Prefect server and exits without waiting."""

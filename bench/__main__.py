@@ -25,6 +25,8 @@ BENCHES = {
     "vad": "bench.vad_bench",
     "diarization": "bench.diarization_bench",
     "full": "bench.full_analysis",
+    "cluster": "bench.cluster_bench",
+    "ingest_scale": "bench.ingest_scale",
 }
 
 

@@ -28,6 +28,7 @@ def make_config(args: argparse.Namespace, **extra):
         "device": getattr(args, "device", None),
         "db": getattr(args, "db", None),
         "workers": getattr(args, "workers", None),
+        "cluster": getattr(args, "cluster", None),
     }
     overrides.update(extra)
     return load_config(getattr(args, "config", None), **overrides)

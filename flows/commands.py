@@ -15,7 +15,10 @@ EXAMPLES = ROOT / "examples" / "audio"
 def _add_ingest_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="folder of recordings (searched recursively)")
     p.add_argument("--db", help="DuckDB file (default ./emotivoice.duckdb or $EMOTIVOICE_DB)")
-    p.add_argument("--workers", type=int, help="concurrent files (default 1)")
+    p.add_argument("--workers", type=int, help="concurrent files in this process (default 1; without --cluster)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the files on Dask: 'local:N' (N worker processes started for the run) or a "
+                        "scheduler address such as tcp://host:8786 (default: $EMOTIVOICE_CLUSTER, else threads)")
     add_model_options(p)
 
 

@@ -1,27 +1,30 @@
-"""Prefect ingestion of audio folders: incremental, fault-isolated, kill-safe, ready to scale out.
+"""Prefect ingestion of audio folders: incremental, fault-isolated, kill-safe, on threads or a Dask cluster.
 
 Shape of a run (``ingest_folder``):
 
-1. discover files under ``root`` (recursively; ``discover``): a file with an audio extension, or whose
-   content probes as audio (``pipeline.isolate.probe_isolated``), is audio; hidden entries and other
-   files are recorded as ``skipped`` with the reason. Audio that then cannot be decoded is ``failed``
-   with its reason and ``error_type`` (decode, unsupported, truncated, crashed, timeout, unreadable);
-2. hash each file; files the warehouse already has for these settings are skipped, content already
-   analysed at another path is copied without running the models, and a file that failed before
-   because of its content is not retried until it changes (``--retry-failed`` retries it);
-3. each remaining file is one Prefect task ``analyze_file_task`` (decode -> chunk -> emotions ->
-   transcript -> features -> explanations) that writes its result to a *staging file* and returns only
-   that path (tasks pass paths and ids, never arrays: Prefect persists task results);
-4. the flow process is the single DuckDB writer: as tasks finish it loads each staging file and writes
-   the file's rows in one transaction (with retry/backoff when the database is busy), then deletes it.
+1. ask every worker which settings it would analyse with (``worker_settings``: the workers load their
+   models, the flow loads none); workers that disagree stop the run before anything is written;
+2. discovery (``flows.discovery``: a local folder or an fsspec URL) streams into planning
+   (``flows.prepass``): a file whose size and modification stamp match what the warehouse holds for
+   these settings is unchanged without being read; others are hashed (remote ones on the worker), copied
+   when identical content is stored, not retried when they failed before because of their content
+   (``--retry-failed`` retries them), else submitted, a bounded window at a time, so the first file
+   starts before the folder is fully listed;
+3. each submitted file is one Prefect task ``analyze_file_task`` (decode -> chunk -> speakers ->
+   emotions -> transcript -> features -> explanations) run by threads here or by Dask workers
+   (``cluster``: 'local:N' or 'tcp://host:8786'); the task *returns* its result, so workers need the corpus
+   but never the flow's data directory;
+4. this process is the single DuckDB writer: each result is staged in its own data dir, written with
+   others in one transaction every few seconds (``write_batch_files``, ``write_batch_s``), then unstaged, and its Dask
+   future released, so a worker that dies later costs only the files it had in flight.
 
 Crash isolation: decoding runs in a child process (``pipeline.isolate``), so a file that crashes the
 decoder (SIGSEGV, abort, out of memory) or hangs it is one ``failed`` row ("crashed the analyser:
-SIGSEGV") and the run goes on.
+SIGSEGV") and the run goes on; a file that kills its Dask workers is failed once Dask gives up on it.
 
 Kill-safety: a staging file appears atomically (write + rename) and a warehouse write is one
-transaction, so ``kill -9`` at any point leaves either nothing or a whole file; the next run skips what
-is done and reuses staging files that were finished but not yet written.
+transaction, so ``kill -9`` at any point leaves either nothing or whole files; the next run skips what
+is done and writes staged results that were finished but not yet stored.
 """
 
 from __future__ import annotations
@@ -32,13 +35,16 @@ import hashlib
 import logging
 import os
 import pickle
+import queue
+import socket
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from prefect import flow, get_run_logger, task
-from prefect.futures import as_completed
+from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.text import printable
@@ -106,96 +112,13 @@ class IngestSummary:
         return out
 
 
-# ----------------------------------------------------------------------------- discovery
-#: Extensions that make a file audio by name: if it then cannot be decoded it is 'failed', not 'skipped'.
-AUDIO_EXTENSIONS = frozenset({
-    ".wav", ".wave", ".bwf", ".rf64", ".w64", ".flac", ".mp3", ".mp2", ".ogg", ".oga", ".opus", ".spx",
-    ".m4a", ".m4b", ".aac", ".mp4", ".webm", ".weba", ".mka", ".wma", ".aif", ".aiff", ".aifc", ".caf",
-    ".amr", ".3gp", ".au", ".snd", ".ac3", ".ape", ".wv"})
-#: Leading bytes of audio containers: a file without an audio extension that starts like this but does
-#: not probe as audio is damaged audio ('failed'), not some other kind of file ('skipped').
-_AUDIO_MAGIC = (b"RIFF", b"RF64", b"fLaC", b"ID3", b"OggS", b"FORM", b"caff", b"\x1aE\xdf\xa3", b"#!AMR",
-                b".snd", b"MAC ", b"wvpk")
+# ----------------------------------------------------------------------------- discovery (flows.discovery)
+from flows.discovery import AUDIO_EXTENSIONS, Discovered, discover  # noqa: E402,F401  (the flow's vocabulary)
 
 
-@dataclass
-class Discovered:
-    audio: list[Path]
-    skipped: list[tuple[Path, str]]
-    failed: list[tuple[Path, str, str]] = field(default_factory=list)
-    """(path, reason, error_type): audio-looking files found broken while discovering."""
-
-
-def _looks_like_audio(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(12)
-    except OSError:
-        return False
-    return head.startswith(_AUDIO_MAGIC) or head[4:8] == b"ftyp"
-
-
-def discover(root: Path, config: Config | None = None) -> Discovered:
-    """Walk ``root`` (sorted, hidden entries skipped with a reason).
-
-    A file with an audio extension is audio (decoding tells later whether it is good). Any other file is
-    probed by content, in a child process when ``config.decode_isolation`` (a crash while probing fails
-    that file): audio is audio, a broken file that starts like an audio container is failed, anything
-    else is skipped as 'not audio: <reason>'. A folder that cannot be read is failed ('unreadable').
-    """
-    from pipeline import AudioError, probe_audio
-    from pipeline.isolate import probe_isolated
-
-    config = config or Config()
-    audio: list[Path] = []
-    skipped: list[tuple[Path, str]] = []
-    failed: list[tuple[Path, str, str]] = []
-    to_probe: list[Path] = []
-
-    def unreadable(err: OSError) -> None:
-        failed.append((Path(err.filename or root), f"cannot read folder: {err.strerror or err}", "unreadable"))
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
-        hidden_dirs = [d for d in dirnames if d.startswith(".")]
-        for d in hidden_dirs:
-            skipped.append((Path(dirpath) / d, "hidden folder (not searched)"))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if name.startswith("."):
-                skipped.append((path, "hidden file"))
-            elif path.suffix.lower() in AUDIO_EXTENSIONS:
-                audio.append(path)
-            else:
-                to_probe.append(path)
-    if to_probe:
-        if config.decode_isolation:
-            results = probe_isolated(to_probe, timeout_s=min(60.0, config.decode_timeout_s))
-        else:
-            results = ((str(p), _probe_or_error(probe_audio, p)) for p in to_probe)
-        for name, outcome in results:
-            path = Path(name)
-            if not isinstance(outcome, AudioError):
-                audio.append(path)
-            elif outcome.kind in ("crashed", "timeout", "unreadable") or _looks_like_audio(path):
-                failed.append((path, outcome.reason, outcome.kind))
-            else:
-                skipped.append((path, f"not audio: {outcome.reason}"))
-    audio.sort()
-    return Discovered(audio, skipped, failed)
-
-
-def _probe_or_error(probe, path: Path):
-    from pipeline import AudioError
-
-    try:
-        return probe(path)
-    except AudioError as exc:
-        return exc
-
-
-# ----------------------------------------------------------------------------- staging
+# ----------------------------------------------------------------------------- staging (the flow's side only)
 def staging_dir(config: Config) -> Path:
+    """Finished results the flow has received but not yet stored (its own data dir; workers never see it)."""
     d = config.data_path / "staging"
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -206,12 +129,80 @@ def staging_path(config: Config, sha256: str, settings_key: str) -> Path:
 
 
 def _write_atomic(path: Path, obj: Any) -> None:
+    """Write + rename: a reader (the next run) sees a whole file or none. No fsync: this survives the
+    process being killed (the page cache is the kernel's), which is what staging is for."""
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     with open(tmp, "wb") as fh:
         pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        fh.flush()
-        os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _load_staged(path: Path):
+    try:
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    except Exception as exc:  # a damaged leftover: analyse again rather than fail the run
+        logger.warning("%s: unreadable staged result (%s); analysing again", path, exc)
+        path.unlink(missing_ok=True)
+        return None
+
+
+# ----------------------------------------------------------------------------- on the workers
+#: Configuration fields that belong to the machine a task runs on, not to the run: a Dask worker takes
+#: them from its own environment (EMOTIVOICE_DATA_DIR, ...), never from the flow's machine.
+MACHINE_LOCAL = ("data_dir", "whisper_dir", "db", "corpus_roots")
+worker_log = logging.getLogger("emotivoice.worker")
+
+
+def _dask_worker():
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):
+        return None
+
+
+def worker_name() -> str:
+    """The Dask worker's address, or host:pid when the task runs in the flow's own process."""
+    w = _dask_worker()
+    return w.address if w is not None else f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _worker_logger() -> logging.Logger:
+    """On a Dask worker, every file's start and end go to the worker's stderr at INFO, so an operator sees
+    where work runs; in the flow's own process the run's logger and progress bar say it already."""
+    if _dask_worker() is not None and not worker_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s INFO emotivoice worker: %(message)s"))
+        worker_log.addHandler(handler)
+        worker_log.setLevel(logging.INFO)
+        worker_log.propagate = False
+    return worker_log
+
+
+def task_config(config_json: str) -> Config:
+    """The run's configuration as a task sees it: on a Dask worker the machine-local fields are the
+    worker's own (``MACHINE_LOCAL``)."""
+    config = Config().replace(**_config_from_json(config_json))
+    if _dask_worker() is None:
+        return config
+    from pipeline import load_config
+
+    here = load_config()
+    return config.replace(**{k: getattr(here, k) for k in MACHINE_LOCAL})
+
+
+def worker_settings(config_json: str) -> dict:
+    """What this worker would analyse with: the settings key and model names (loads its models, which
+    its tasks need anyway). The flow asks every worker before submitting anything."""
+    from pipeline import get_analyzer, settings_key
+
+    analyzer = get_analyzer(task_config(config_json))
+    info = analyzer.model_info()
+    return {"key": settings_key(analyzer.settings()), "worker": worker_name(),
+            "models": {"emotion": info.emotion, "emotion_trained": bool(info.emotion_trained),
+                       "whisper": info.whisper}}
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -219,33 +210,38 @@ TRANSIENT = (MemoryError, TimeoutError, OSError)
 
 
 @task(name="analyze-file", retries=Config.retries, retry_delay_seconds=[2, 10],  # per run: config.retries
-      retry_condition_fn=lambda task, run, state: _is_transient(state))
-def analyze_file_task(path: str, sha256: str, config_json: str, stage: str) -> dict:
-    """Analyse one file and leave its result in ``stage`` (a path). Returns a small status dict.
+      retry_condition_fn=lambda task, run, state: _is_transient(state), persist_result=False,
+      cache_policy=NO_CACHE)
+def analyze_file_task(path: str, sha256: str | None, config_json: str) -> dict:
+    """Analyse one file where the task runs and return the result itself (through Dask on a cluster):
+    ``{"status": "ok", "result": FileResult, "sha256", "settings_key", "worker"}``. Workers never write
+    files for the flow. A remote file (URL) is fetched to a temporary file and hashed here.
 
     Bad audio is not an error of the run: it comes back as
     ``{"status": "failed", "error": reason, "error_type": kind}`` (``pipeline.types.AUDIO_ERROR_KINDS``).
     Transient errors (out of memory, I/O) raise, and Prefect retries them with backoff.
     """
-    from pipeline import AudioError, get_analyzer
+    from flows.discovery import local_copy
+    from pipeline import AudioError, file_sha256, get_analyzer, settings_key
 
-    log = get_run_logger()
-    stage_p = Path(stage)
-    if stage_p.exists():  # finished by an earlier, killed run
-        log.info("%s: reusing staged result", path)
-        return {"status": "ok", "stage": stage}
-    config = Config().replace(**_config_from_json(config_json))
+    log = _worker_logger()
+    worker = worker_name()
+    analyzer = get_analyzer(task_config(config_json))
+    key = settings_key(analyzer.settings())
+    log.info("start %s", path)
     t0 = time.perf_counter()
     try:
-        result = get_analyzer(config).analyze_file(path)
+        with local_copy(path) as local:
+            sha256 = sha256 or file_sha256(local)
+            result = analyzer.analyze_file(local)
     except AudioError as exc:
-        log.warning("%s: failed (%s): %s", path, exc.kind, exc.reason)
-        return {"status": "failed", "error": exc.reason, "error_type": exc.kind}
-    _write_atomic(stage_p, result)
+        reason = exc.reason if _dask_worker() is None or exc.kind != "unreadable" else f"{exc.reason} (on worker {worker})"
+        log.info("failed %s (%s): %s", path, exc.kind, reason)
+        return {"status": "failed", "error": reason, "error_type": exc.kind, "sha256": sha256, "worker": worker}
+    result.file = path
     took = time.perf_counter() - t0
-    log.info("%s: %d chunks, %.1f s audio in %.1f s (%.1f× real time)", path, len(result.chunks),
-             result.duration_s, took, result.duration_s / took if took else 0.0)
-    return {"status": "ok", "stage": stage}
+    log.info("done %s: %d chunks, %.1f s audio in %.1f s", path, len(result.chunks), result.duration_s, took)
+    return {"status": "ok", "result": result, "sha256": sha256, "settings_key": key, "worker": worker}
 
 
 def _is_transient(state) -> bool:
@@ -265,11 +261,71 @@ def _config_from_json(config_json: str) -> dict:
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
 
 
+# ----------------------------------------------------------------------------- where tasks run
+class ClusterError(RuntimeError):
+    """The cluster cannot run this ingestion (unreachable, or its workers disagree): one-line reason."""
+
+
+def task_runner_for(config: Config, workers: int | None = None):
+    """The Prefect task runner ``config.cluster`` names: threads ('' ), a local Dask cluster ('local:N')
+    or an existing Dask scheduler ('tcp://host:8786'), the latter two through prefect-dask."""
+    cluster = (config.cluster or "").strip()
+    if not cluster:
+        return ThreadPoolTaskRunner(max_workers=max(1, workers or config.workers))
+    from prefect_dask import DaskTaskRunner
+
+    if cluster.startswith("local:"):
+        n = cluster.split(":", 1)[1]
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError(f"cluster {cluster!r}: 'local:N' needs a number of workers N >= 1")
+        return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                              cluster_kwargs={"n_workers": int(n), "threads_per_worker": 1, "processes": True,
+                                              "dashboard_address": None})
+    if "://" not in cluster:
+        raise ValueError(f"cluster {cluster!r}: expected 'local:N' or a scheduler address such as "
+                         "'tcp://host:8786'")
+    _check_reachable(cluster)
+    return DaskTaskRunner(address=cluster)
+
+
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address)
+    if parts.scheme not in ("tcp", "tls") or not parts.hostname:
+        return  # other transports: let Dask say
+    try:
+        socket.create_connection((parts.hostname, parts.port or 8786), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: {exc.strerror or exc}") from None
+
+
+def _settings_from_workers(runner, config_json: str) -> dict:
+    """The settings every worker would analyse with; a cluster whose workers disagree (other weights
+    installed, a model missing on one) stops the run here, before anything is written."""
+    client = getattr(runner, "client", None) if type(runner).__name__ == "DaskTaskRunner" else None
+    if client is None:
+        return worker_settings(config_json)
+    client.wait_for_workers(1, timeout=120)
+    answers = client.run(worker_settings, config_json, on_error="return")
+    errors = {w: a for w, a in answers.items() if isinstance(a, BaseException)}
+    if errors:
+        w, exc = next(iter(errors.items()))
+        raise ClusterError(f"worker {w} cannot analyse: {' '.join(str(exc).split())}")
+    keys = {a["key"]: a for a in answers.values()}
+    if len(keys) > 1:
+        desc = "; ".join(f"{a['worker']}: emotion {a['models']['emotion']}, whisper {a['models']['whisper']}"
+                         for a in answers.values())
+        raise ClusterError(f"the workers would analyse with different models or settings ({desc}); "
+                           "install the same weights on every worker")
+    return next(iter(keys.values()))
+
+
 # ----------------------------------------------------------------------------- the flow
 @contextlib.contextmanager
-def corpus_lock(config: Config, root: Path, db: str) -> Iterator[bool]:
+def corpus_lock(config: Config, root: str, db: str) -> Iterator[bool]:
     """Never two runs of one corpus into one database at once: an exclusive, non-blocking file lock."""
-    key = hashlib.sha256(f"{root.resolve()}|{Path(db).resolve()}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{root}|{Path(db).resolve()}".encode()).hexdigest()[:16]
     lock_dir = config.data_path / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     with open(lock_dir / f"{key}.lock", "w") as fh:
@@ -286,21 +342,22 @@ def corpus_lock(config: Config, root: Path, db: str) -> Iterator[bool]:
 
 @flow(name="emotivoice-ingest")
 def ingest_flow(root: str, config_json: str, progress: bool = False) -> dict:
-    """Ingest one folder into the warehouse named in the configuration (``db``)."""
+    """Ingest one folder (or fsspec URL) into the warehouse named in the configuration (``db``)."""
     import warehouse
 
+    from flows.discovery import resolve_root
     from flows.schedule import die_with_scheduler
 
     log = get_run_logger()
     die_with_scheduler()  # a scheduled run's process never outlives `emotivoice schedule`
     config = Config().replace(**_config_from_json(config_json))
-    root_p = Path(root)
+    root = resolve_root(root)
     t_start = time.perf_counter()
     store = warehouse.Warehouse(config.db)
     run_id = store.start_run(config_json)
-    summary = IngestSummary(run_id=run_id, status="running", root=str(root_p.resolve()))
+    summary = IngestSummary(run_id=run_id, status="running", root=root)
     try:
-        with corpus_lock(config, root_p, config.db) as got:
+        with corpus_lock(config, root, config.db) as got:
             if not got:
                 summary.status = "skipped"
                 summary.failures.append((root, "another run of this corpus is in progress"))
@@ -310,7 +367,7 @@ def ingest_flow(root: str, config_json: str, progress: bool = False) -> dict:
 
             with patient_writes(lambda msg: log.warning("%s; analysed files stay staged in %s until stored",
                                                         msg, staging_dir(config))):
-                _run(store, config, config_json, root_p, summary, log, progress)
+                _run(store, config, config_json, root, summary, log, progress)
         summary.status = "completed"
     except BaseException as exc:
         summary.status = "interrupted" if _is_interruption(exc) else "failed"
@@ -330,106 +387,212 @@ def _is_interruption(exc: BaseException) -> bool:
     return isinstance(exc, (KeyboardInterrupt, SystemExit, ExternalSignal))
 
 
-def _run(store, config: Config, config_json: str, root: Path, summary: IngestSummary, log, progress: bool) -> None:
-    from pipeline import AudioError, file_sha256, get_analyzer, settings_key
+def _run(store, config: Config, config_json: str, root: str, summary: IngestSummary, log, progress: bool) -> None:
+    from prefect.context import FlowRunContext
 
-    found = discover(root, config)
-    for path, reason in found.skipped:
-        store.write_skipped(str(path), reason, run_id=summary.run_id)
-        summary.files_skipped += 1
-        summary.skipped.append((str(path), reason))
-    analyzer = get_analyzer(config)
-    settings = analyzer.settings()  # loads the models once, here, before any task
-    skey = settings_key(settings)
-    info = analyzer.model_info()
-    summary.models = {"emotion": info.emotion, "emotion_trained": bool(info.emotion_trained),
-                      "whisper": info.whisper}
+    if (config.cluster or "").strip():
+        with task_runner_for(config) as runner:
+            _Ingestion(store, config, config_json, root, summary, log, runner).run(progress)
+    else:  # threads: the runner the flow was started with (``ingest_folder``'s workers or task_runner)
+        _Ingestion(store, config, config_json, root, summary, log, FlowRunContext.get().task_runner).run(progress)
 
-    def failed(path: str, sha: str | None, reason: str, kind: str) -> None:
-        store.write_failed(path, sha, reason, run_id=summary.run_id, error_type=kind)
-        summary.failures.append((path, reason))
-        summary.files_failed += 1
 
-    def hash_or_fail(path: str) -> str | None:
-        try:
-            return file_sha256(path)
-        except AudioError as exc:
-            failed(path, None, exc.reason, exc.kind)
-            return None
+class _Ingestion:
+    """One run's loop: discovery streams into planning and submission; results come back as they finish
+    and are written in batches by this process, the single writer."""
 
-    def failed_before(path: str, sha: str) -> bool:
-        if config.retry_failed:
-            return False
-        prev = store.failed_before(path, sha)
-        if prev is not None:
-            summary.files_failed_before += 1
-            summary.failed_before.append((path, prev[0]))
-        return prev is not None
+    def __init__(self, store, config: Config, config_json: str, root: str, summary: IngestSummary, log, runner):
+        self.store, self.config, self.config_json, self.root = store, config, config_json, root
+        self.summary, self.log, self.runner = summary, log, runner
+        self.pending: dict[Any, tuple[str, list[tuple[str, Any]]]] = {}  # future -> (key, [(path, found)])
+        self.by_key: dict[str, list[tuple[str, Any]]] = {}  # content (or remote path) in flight -> paths
+        self.written: dict[str, int] = {}  # sha256 -> file_id stored by this run
+        self.batch: list[tuple[str, list[tuple[str, Any]], Any]] = []  # (sha, paths, result)
+        self.batch_since = 0.0
+        self.done: queue.Queue = queue.Queue()
+        self.window = 2 * max(1, self._n_workers()) + 2
+        self.bar = None
 
-    for path, reason, kind in found.failed:  # broken while discovering (a probe crashed, a folder unreadable)
-        sha = None
-        if kind != "unreadable":
-            try:
-                sha = file_sha256(path)
-            except AudioError:
+    def _n_workers(self) -> int:
+        client = getattr(self.runner, "_client", None)
+        if client is not None:
+            return len(client.scheduler_info().get("workers", {})) or 1
+        return getattr(self.runner, "_max_workers", None) or self.config.workers
+
+    # --- the loop
+    def run(self, progress: bool) -> None:
+        from flows.discovery import iter_discover
+        from flows.prepass import Prepass
+
+        agreed = _settings_from_workers(self.runner, self.config_json)
+        self.skey = agreed["key"]
+        self.summary.models = agreed["models"]
+        self.window = 2 * max(1, self._n_workers()) + 2
+        self.staged = {p.name.split("-", 1)[0]: p for p in staging_dir(self.config).glob(f"*-{self.skey}.pkl")}
+        self.prepass = Prepass(self.store, self.skey, retry_failed=self.config.retry_failed, under=self.root)
+        self.bar = _progress_bar(progress)
+        self.analyze = analyze_file_task.with_options(retries=max(0, self.config.retries))  # transient only
+        for found in iter_discover(self.root, self.config):
+            self._take(found)
+            while len(self.pending) >= self.window:
+                self._collect(block=True)
+            while self._collect(block=False):
                 pass
-        if sha is None or not failed_before(str(path), sha):
-            failed(str(path), sha, reason, kind)
+            self._flush(due_only=True)
+        while self.pending:
+            self._collect(block=True)
+        self._flush()
+        if self.prepass.restamp:  # touched but unchanged: next time known by their stamps, not hashed
+            self.store.update_file_stats(self.prepass.restamp)
+        self._sweep_staging()
+        if self.bar is not None:
+            self.bar.close()
 
-    todo: dict[str, list[str]] = {}  # sha256 -> paths needing results
-    for path in found.audio:
-        sha = hash_or_fail(str(path))
-        if sha is None:
-            continue
-        if store.already_done(str(path), sha, skey):
-            summary.files_unchanged += 1
-            continue
-        if failed_before(str(path), sha):
-            continue
-        src = store.find_reusable(sha, skey)
-        if src is not None:
-            store.copy_file_results(src, str(path), run_id=summary.run_id)
-            summary.files_copied += 1
-            log.info("%s: same content as an analysed file; results copied", path)
-            continue
-        todo.setdefault(sha, []).append(str(path))
+    def _take(self, found) -> None:
+        s = self.summary
+        if found.status == "skipped":
+            self.store.write_skipped(found.path, found.reason, run_id=s.run_id)
+            s.files_skipped += 1
+            s.skipped.append((found.path, found.reason))
+            return
+        plan = self.prepass.plan(found.path, found.size_bytes, found.stamp)
+        if plan.kind == "failed_before":
+            s.files_failed_before += 1
+            s.failed_before.append((found.path, plan.reason))
+        elif found.status == "failed":  # broken while discovering (a probe crashed, a folder unreadable)
+            self._failed(found.path, plan.sha256, found.reason, found.error_type, found)
+        elif plan.kind == "failed":
+            self._failed(found.path, None, plan.reason, plan.error_type, found)
+        elif plan.kind == "unchanged":
+            s.files_unchanged += 1
+        elif plan.kind == "copy":
+            self.store.copy_file_results(plan.source_file_id, found.path, run_id=s.run_id,
+                                         size_bytes=plan.size_bytes, stamp=plan.stamp)
+            s.files_copied += 1
+            self.log.info("%s: same content as an analysed file; results copied", found.path)
+        else:
+            self._todo(found, plan.sha256)
 
-    bar = _progress_bar(len(todo), progress)
-    futures = {}
-    analyze = analyze_file_task.with_options(retries=max(0, config.retries))  # transient errors only
-    for sha, paths in todo.items():
-        fut = analyze.submit(paths[0], sha, config_json, str(staging_path(config, sha, skey)))
-        futures[fut] = (sha, paths)
-    for fut in as_completed(list(futures)):
-        sha, paths = futures[fut]
+    def _todo(self, found, sha: str | None) -> None:
+        key = sha or f"path:{found.path}"
+        if key in self.by_key:  # the same content is being analysed: store it for this path too
+            self.by_key[key].append((found.path, found))
+            return
+        if sha is not None and sha in self.written:
+            self._copy(self.written[sha], found)
+            self.summary.files_copied += 1
+            return
+        staged = self.staged.pop(sha, None) if sha else None
+        result = _load_staged(staged) if staged is not None else None
+        if result is not None:  # finished by an earlier, killed run
+            self.log.info("%s: reusing staged result", found.path)
+            self._add(sha, [(found.path, found)], result, staged=True)
+            return
+        fut = self.runner.submit(self.analyze, parameters={"path": found.path, "sha256": sha,
+                                                           "config_json": self.config_json})
+        self.by_key[key] = [(found.path, found)]
+        self.pending[fut] = (key, self.by_key[key])
+        fut.add_done_callback(self.done.put)
+
+    def _collect(self, *, block: bool) -> bool:
+        """Take one finished task (waiting up to a second when ``block``); False when none was ready."""
+        try:
+            fut = self.done.get(timeout=1.0) if block else self.done.get_nowait()
+        except queue.Empty:
+            self._flush(due_only=True)
+            return False
+        key, paths = self.pending.pop(fut)
+        del self.by_key[key]
         try:
             out = fut.result()
-        except Exception as exc:  # retries exhausted: a plain reason, the run goes on
+        except Exception as exc:  # retries exhausted, or the file killed its workers: a reason, the run goes on
             out = _failure_of(exc)
+        finally:
+            _release(fut)  # a result held by the flow is never recomputed when its worker dies later
         if out["status"] == "ok":
-            with open(out["stage"], "rb") as fh:
-                result = pickle.load(fh)
-            first = store.write_result(paths[0], sha, result, settings_key=skey, run_id=summary.run_id)
-            for other in paths[1:]:
-                store.copy_file_results(first, other, run_id=summary.run_id)
-            Path(out["stage"]).unlink(missing_ok=True)
-            summary.files_ok += 1
-            summary.files_copied += len(paths) - 1
-            summary.chunks += len(result.chunks) * len(paths)
-            summary.audio_s += result.duration_s
+            if out["settings_key"] != self.skey:
+                raise ClusterError(f"worker {out['worker']} analysed {paths[0][0]} with other models or settings "
+                                   f"than the run's ({out['settings_key']} vs {self.skey}); install the same "
+                                   "weights on every worker")
+            self._add(out["sha256"], paths, out["result"])
         else:
-            for p in paths:
-                failed(p, sha, out["error"], out.get("error_type") or "crashed")
-        if bar is not None:
-            bar.update(1)
-            wall = max(1e-9, bar.format_dict["elapsed"])
-            bar.set_postfix_str(f"{summary.audio_s / 3600:.3f} h audio, {summary.audio_s / wall:.2f}× rt")
-    if bar is not None:
-        bar.close()
+            for path, found in paths:
+                self._failed(path, out.get("sha256"), out["error"], out.get("error_type") or "crashed", found)
+            self._tick()
+        return True
+
+    # --- writing
+    def _add(self, sha: str, paths: list, result, *, staged: bool = False) -> None:
+        if not staged:
+            _write_atomic(staging_path(self.config, sha, self.skey), result)
+        if not self.batch:
+            self.batch_since = time.monotonic()
+        self.batch.append((sha, paths, result))
+        self._flush(due_only=True)
+
+    def _flush(self, *, due_only: bool = False) -> None:
+        if not self.batch or (due_only and len(self.batch) < self.config.write_batch_files
+                              and time.monotonic() - self.batch_since < self.config.write_batch_s):
+            return
+        batch, self.batch = self.batch, []
+        items = [(paths[0][0], sha, result) for sha, paths, result in batch]
+        stats = {paths[0][0]: _stats(paths[0][1]) for _, paths, _ in batch}
+        ids = self.store.write_results(items, settings_key=self.skey, run_id=self.summary.run_id, stats=stats)
+        s = self.summary
+        for file_id, (sha, paths, result) in zip(ids, batch):
+            self.written[sha] = file_id
+            for _, other in paths[1:]:
+                self._copy(file_id, other)
+            staging_path(self.config, sha, self.skey).unlink(missing_ok=True)
+            s.files_ok += 1
+            s.files_copied += len(paths) - 1
+            s.chunks += len(result.chunks) * len(paths)
+            s.audio_s += result.duration_s
+            self._tick()
+
+    def _copy(self, file_id: int, found) -> None:
+        size, stamp = _stats(found)
+        self.store.copy_file_results(file_id, found.path, run_id=self.summary.run_id, size_bytes=size, stamp=stamp)
+
+    def _failed(self, path: str, sha: str | None, reason: str, kind: str, found=None) -> None:
+        size, stamp = _stats(found)
+        self.store.write_failed(path, sha, reason, run_id=self.summary.run_id, error_type=kind,
+                                size_bytes=size, stamp=stamp)
+        self.summary.failures.append((path, reason))
+        self.summary.files_failed += 1
+
+    def _sweep_staging(self) -> None:
+        """Staged results no file of this run needed (the file changed or went away) and temporary files of
+        killed writers: removed at the end of a completed run."""
+        for leftover in self.staged.values():
+            leftover.unlink(missing_ok=True)
+        for tmp in staging_dir(self.config).glob("*.tmp*"):
+            tmp.unlink(missing_ok=True)
+
+    def _tick(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            wall = max(1e-9, self.bar.format_dict["elapsed"])
+            self.bar.set_postfix_str(f"{self.summary.audio_s / 3600:.3f} h audio, "
+                                     f"{self.summary.audio_s / wall:.2f}× rt")
+
+
+def _stats(found) -> tuple[int | None, str | None]:
+    return (getattr(found, "size_bytes", None), getattr(found, "stamp", None))
+
+
+def _release(fut) -> None:
+    wrapped = getattr(fut, "wrapped_future", None)
+    release = getattr(wrapped, "release", None)
+    if callable(release):
+        release()
 
 
 def _failure_of(exc: BaseException) -> dict:
     """A task that raised (after its retries): the failed outcome, with a reason and an error_type."""
+    if type(exc).__name__ == "KilledWorker":
+        return {"status": "failed", "error": "crashed the analyser: it killed every Dask worker that took it "
+                "(allowed failures exhausted)", "error_type": "crashed"}
     if isinstance(exc, TimeoutError):
         return {"status": "failed", "error": f"timed out: {exc}", "error_type": "timeout"}
     if isinstance(exc, MemoryError):
@@ -440,12 +603,12 @@ def _failure_of(exc: BaseException) -> dict:
             "error_type": "crashed"}
 
 
-def _progress_bar(total: int, enabled: bool):
-    if not enabled or total == 0:
+def _progress_bar(enabled: bool):
+    if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="file", desc="ingest", dynamic_ncols=True)
+    return tqdm(unit="file", desc="ingest", dynamic_ncols=True)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -457,28 +620,34 @@ def ingest_folder(root: str | os.PathLike, db: str | None = None, options: Confi
     stopped after it, which the kernel stops too if this process dies (``flows.server``).
 
     Args:
-        root: folder of recordings (searched recursively).
+        root: folder of recordings (searched recursively; resolved to an absolute path) or an fsspec URL
+            (``s3://bucket/prefix``) that the workers can read.
         db: DuckDB file; default ``options.db``.
-        options: the pipeline configuration (models, chunking, explanation tier, ...).
-        workers: concurrent per-file tasks (threads in this process); default ``options.workers``.
-        task_runner: a Prefect task runner to use instead (e.g. ``prefect_dask.DaskTaskRunner``).
+        options: the pipeline configuration (models, chunking, explanation tier, ``cluster``, ...).
+        workers: concurrent per-file tasks (threads in this process) when no cluster is configured;
+            default ``options.workers``.
+        task_runner: a Prefect task runner to use instead of threads (when ``options.cluster`` is empty).
         progress: show a progress bar on stderr.
 
     Raises:
-        FileNotFoundError: ``root`` is not a folder.
+        FileNotFoundError: ``root`` is not a folder (or the URL cannot be listed).
+        ClusterError: the configured Dask scheduler cannot be reached.
+        ValueError: ``cluster`` is not 'local:N' or a scheduler address.
     """
+    from flows.discovery import resolve_root
     from pipeline import load_config
 
     config = options or load_config()
     if db is not None:
         config = config.replace(db=str(db))
-    root_p = Path(root)
-    if not root_p.is_dir():
-        raise FileNotFoundError(f"{root}: no such folder")
-    n = workers or config.workers
-    runner = task_runner or ThreadPoolTaskRunner(max_workers=max(1, n))
+    root_s = resolve_root(os.fspath(root))
+    if (config.cluster or "").strip():
+        task_runner_for(config)  # a bad address or an unreachable scheduler: say so before any run starts
+        runner = ThreadPoolTaskRunner(max_workers=1)  # the files go to the cluster (``_run``)
+    else:
+        runner = task_runner or ThreadPoolTaskRunner(max_workers=max(1, workers or config.workers))
     from flows.server import prefect_api
 
     with prefect_api(config):  # the configured Prefect API, else a server of ours that dies with us
-        result = ingest_flow.with_options(task_runner=runner)(str(root_p), config.to_json(), progress=progress)
+        result = ingest_flow.with_options(task_runner=runner)(root_s, config.to_json(), progress=progress)
     return IngestSummary(**result)

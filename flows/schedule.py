@@ -30,8 +30,12 @@ DIE_WITH_ENV = "EMOTIVOICE_DIE_WITH"
 
 
 def deployment_name(root: str | Path, db: str) -> str:
-    key = hashlib.sha256(f"{Path(root).resolve()}|{Path(db).resolve()}".encode()).hexdigest()[:8]
-    return f"ingest-{Path(root).resolve().name}-{key}"
+    """One deployment per corpus and database; ``root`` is a folder or a URL (``flows.discovery.resolve_root``)."""
+    from flows.discovery import resolve_root
+
+    root = resolve_root(os.fspath(root))
+    key = hashlib.sha256(f"{root}|{Path(db).resolve()}".encode()).hexdigest()[:8]
+    return f"ingest-{root.rstrip('/').rsplit('/', 1)[-1]}-{key}"
 
 
 @contextmanager
@@ -48,9 +52,13 @@ def scheduling_server(config: Config, *, timeout_s: float | None = None) -> Iter
 
 def serve_schedule(root: str | Path, config: Config, *, cron: str) -> None:
     """Block, serving the scheduled ingestion of ``root`` until interrupted (Ctrl-C)."""
-    root_p = Path(root)
-    if not root_p.is_dir():
-        raise FileNotFoundError(f"{root}: no such folder")
+    from flows.discovery import resolve_root
+
+    root_s = resolve_root(os.fspath(root))
+    if (config.cluster or "").strip():
+        from flows.ingest import task_runner_for
+
+        task_runner_for(config)  # a bad cluster address: say so now, not at the first scheduled run
     from prefect.client.schemas.schedules import CronSchedule
 
     try:
@@ -61,10 +69,10 @@ def serve_schedule(root: str | Path, config: Config, *, cron: str) -> None:
 
     # SIGTERM, SIGINT and SIGHUP stop the command cleanly, the server last (flows.lifecycle)
     with stop_on_signals(config), scheduling_server(config) as url:
-        _serve(root_p, config, cron=cron, api_url=url)
+        _serve(root_s, config, cron=cron, api_url=url)
 
 
-def _serve(root_p: Path, config: Config, *, cron: str, api_url: str) -> None:
+def _serve(root: str, config: Config, *, cron: str, api_url: str) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.ingest import ingest_flow
@@ -75,7 +83,7 @@ def _serve(root_p: Path, config: Config, *, cron: str, api_url: str) -> None:
     os.environ.update(overrides)
     try:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            _serve_flow(ingest_flow, root_p, config, cron)
+            _serve_flow(ingest_flow, root, config, cron)
     finally:
         for k, v in previous.items():
             if v is None:
@@ -96,13 +104,13 @@ def die_with_scheduler() -> bool:
     return set_parent_death_signal(parent=int(owner))
 
 
-def _serve_flow(ingest_flow, root_p: Path, config: Config, cron: str) -> None:
+def _serve_flow(ingest_flow, root: str, config: Config, cron: str) -> None:
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
     ingest_flow.serve(
-        name=deployment_name(root_p, config.db),
+        name=deployment_name(root, config.db),
         cron=cron,
-        parameters={"root": str(root_p.resolve()), "config_json": config.to_json(), "progress": False},
+        parameters={"root": root, "config_json": config.to_json(), "progress": False},
         global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
-        description=f"EmotiVoice ingestion of {root_p.resolve()} into {config.db}",
+        description=f"EmotiVoice ingestion of {root} into {config.db}",
     )

@@ -202,10 +202,21 @@ def prefect_api(config: Config, *, kind: str = "api", preferred_port: int | None
     os.environ["PREFECT_API_URL"] = url
     try:
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
+            try:
+                yield url
+            finally:
+                _send_queued_logs()  # while our server still answers
     finally:
         if previous is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = previous
         stop_server(proc)
+
+
+def _send_queued_logs(timeout_s: float = 10.0) -> None:
+    """Send Prefect's queued run logs before our server goes: left queued, Prefect retries them at
+    interpreter exit against the stopped server for about a minute."""
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout_s)

@@ -2,7 +2,8 @@
 
 decode -> chunk (voice activity, or energy) -> speakers -> emotions (batched) -> granular/complex ->
 transcript (Whisper's own 30 s windows) -> acoustic features -> explanations. The live tab, the CLI and
-the ingestion flow all call these functions; models load once per process (cached in ``Analyzer``).
+the ingestion flow all call these functions; models load once per process and model set
+(``pipeline.model_cache``), whatever the chunking or explanation settings.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -83,41 +86,61 @@ def base_scores(model: EmotionModel, probs: np.ndarray) -> tuple[dict[str, float
 
 @dataclass
 class Analyzer:
-    """Holds the configuration and the loaded models; ``analyze_*`` are safe to call repeatedly."""
+    """Holds a configuration; ``analyze_*`` are safe to call repeatedly, from several threads.
+
+    The models come from the process-wide :mod:`pipeline.model_cache`, shared by every Analyzer whose
+    configuration has the same model settings and dropped with their set when the cache is full, so an
+    Analyzer holds no model between calls (unless one is pinned by assigning ``emotion_model``).
+    """
 
     config: Config = field(default_factory=load_config)
-    emotion_model: EmotionModel | None = None
-    whisper_model: Any = None
-    whisper_name: str | None = None
-    _whisper_loaded: bool = False
 
-    # --- models (load once)
+    def __post_init__(self) -> None:
+        self._pinned_emotion: EmotionModel | None = None
+
+    # --- models (shared, loaded once per model set)
+    def _models(self):
+        from pipeline.model_cache import models_for
+
+        return models_for(self.config)
+
     def emotion(self) -> EmotionModel:
-        if self.emotion_model is None:
-            from pipeline.emotion import load_emotion_model
-
-            self.emotion_model = load_emotion_model(self.config.emotion_model, self.config)
-            if not self.emotion_model.trained:
-                logger.warning("emotion model %s is untrained (random weights): its outputs are not emotions",
-                               self.emotion_model.name)
-        return self.emotion_model
+        return self._pinned_emotion if self._pinned_emotion is not None else self._models().emotion()
 
     def whisper(self) -> Any:
-        if not self._whisper_loaded:
-            from pipeline.transcribe import load_whisper, resolve_whisper_name
+        return self._models().whisper()[1]
 
-            self.whisper_name = resolve_whisper_name(self.config.whisper_model, self.config)
-            self.whisper_model = None if self.whisper_name is None else load_whisper(self.whisper_name, self.config)
-            self._whisper_loaded = True
-        return self.whisper_model
+    @property
+    def emotion_model(self) -> EmotionModel | None:
+        """The emotion model if loaded already (loads nothing); None before the first :meth:`emotion`."""
+        return self._pinned_emotion if self._pinned_emotion is not None else self._models().emotion_loaded
+
+    @emotion_model.setter
+    def emotion_model(self, model: EmotionModel | None) -> None:
+        """Pin an already loaded model to this Analyzer (it then bypasses the shared cache for emotions)."""
+        self._pinned_emotion = model
+
+    @property
+    def whisper_model(self) -> Any:
+        """The loaded Whisper, or None (not loaded yet, or transcription off)."""
+        return self._models().peek_whisper()[1]
+
+    @property
+    def whisper_name(self) -> str | None:
+        """The transcriber's label once :meth:`whisper` ran (None before, and when transcription is off)."""
+        return self._models().peek_whisper()[0]
+
+    @property
+    def _whisper_loaded(self) -> bool:
+        return self._models().whisper_loaded
 
     def model_info(self) -> ModelInfo:
         model = self.emotion()
-        self.whisper()
+        whisper_name, _ = self._models().whisper()
         return ModelInfo(
             emotion=model.name,
             emotion_trained=bool(model.trained),
-            whisper=self.whisper_name,
+            whisper=whisper_name,
             emotion_labels=tuple(model.labels),
             absent_labels=tuple(model.absent_labels),
         )
@@ -334,16 +357,28 @@ class Analyzer:
         return c
 
 
-_ANALYZERS: dict[str, Analyzer] = {}
+#: Analyzers kept per configuration (cheap: they share the models of :mod:`pipeline.model_cache`).
+ANALYZER_CACHE_SIZE = 16
+_ANALYZERS: OrderedDict[str, Analyzer] = OrderedDict()
+_ANALYZERS_LOCK = threading.Lock()
 
 
 def get_analyzer(config: Config | None = None) -> Analyzer:
-    """A process-wide Analyzer per configuration (models load once per process)."""
+    """The process-wide Analyzer of a configuration (the last :data:`ANALYZER_CACHE_SIZE` used are kept).
+
+    Analyzers of configurations that differ only in chunking, explanation or decoding settings share one
+    loaded copy of each model (``pipeline.model_cache``, at most ``config.model_cache_size`` model sets).
+    """
     config = config or load_config()
     key = config.to_json()
-    if key not in _ANALYZERS:
-        _ANALYZERS[key] = Analyzer(config)
-    return _ANALYZERS[key]
+    with _ANALYZERS_LOCK:
+        analyzer = _ANALYZERS.get(key)
+        if analyzer is None:
+            analyzer = _ANALYZERS[key] = Analyzer(config)
+        _ANALYZERS.move_to_end(key)
+        while len(_ANALYZERS) > ANALYZER_CACHE_SIZE:
+            _ANALYZERS.popitem(last=False)
+    return analyzer
 
 
 def analyze_file(path: str | Path, config: Config | None = None) -> FileResult:

@@ -89,9 +89,10 @@ class Models(Section):
     """Chunks per emotion-model forward pass at most; on CPU also at most 8 s of audio per pass (batching
     longer chunks is slower there: ``pipeline.emotion.CPU_BATCH_SAMPLES``)."""
     model_cache_size: int = 2
-    """Model sets (emotion + Whisper + speaker models for one choice of checkpoints, device and precision)
-    one process keeps loaded; the least recently used set is dropped beyond it. A long-lived worker that
-    sees runs with other chunking or explanation settings still holds one copy of each model."""
+    """Model sets (the emotion model and Whisper for one choice of checkpoints, weight folders, device and
+    precision) one process keeps loaded; the least recently used set is dropped beyond it. Runs with other
+    chunking, explanation or decoding settings share a set, so a long-lived worker holds one copy of each
+    model (``pipeline.model_cache``). The speaker encoder and Silero VAD are one per device / process."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,10 @@ class Flows(Section):
     cluster of N worker processes started for the run) or 'tcp://host:8786' (an existing Dask scheduler).
     Results come back through Dask: workers need the project installed and the corpus at the same path
     or URL, never the flow's data directory. Environment: ``EMOTIVOICE_CLUSTER``."""
+    write_batch_files: int = 64
+    write_batch_s: float = 2.0
+    """The flow writes finished files in one transaction when this many are waiting or the oldest has
+    waited this many seconds (one DuckDB commit per file caps a run near 15 files/s)."""
     stop_grace_s: float = 10.0
     """After SIGTERM/SIGINT/SIGHUP, seconds an ingestion gets to finish the file in hand and stop cleanly;
     then it marks its run 'interrupted', stops its Prefect server and exits without waiting."""

@@ -2,7 +2,7 @@
 checkpoints (e.g. ``superb/hubert-base-superb-er``) and, as fallback, the shipped compact model.
 
 Public API:
-    load_emotion_model(spec, config) -> EmotionModel   (cached per resolved spec, device, quantisation)
+    load_emotion_model(spec, config) -> EmotionModel   (shared per resolved spec, device, quantisation)
     HubertForSpeechClassification                      (the seed architecture as a transformers model)
     HFEmotionModel                                     (EmotionModel over a transformers checkpoint)
     clear_model_cache()
@@ -34,7 +34,6 @@ kernel ``frames_with_attention`` switches to: :mod:`pipeline.attention`.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import warnings
@@ -45,6 +44,7 @@ import numpy as np
 
 from pipeline import attention, model_resolution as resolution
 from pipeline.config import Config
+from pipeline.model_cache import shared_while_used
 from pipeline.runtime import SAMPLE_RATE, hub_offline, resolve_device
 from pipeline.taxonomy import to_canonical
 from pipeline.types import EmotionModel, ModelUnavailableError
@@ -536,7 +536,7 @@ def _load_transformers(spec: str, device: str, quantize: str) -> HFEmotionModel:
     return wrapped
 
 
-@functools.lru_cache(maxsize=4)
+@shared_while_used  # one copy while held; pipeline.model_cache.MODEL_SETS is what keeps models loaded
 def _load_cached(spec: str, device: str, quantize: str) -> EmotionModel:
     if spec == "compact":
         from pipeline.compact import load_compact  # written separately; imported lazily
@@ -546,7 +546,10 @@ def _load_cached(spec: str, device: str, quantize: str) -> EmotionModel:
 
 
 def clear_model_cache() -> None:
-    """Forget every loaded model (tests; freeing memory)."""
+    """Forget every loaded model (tests; freeing memory): the process's model sets and the loaders' caches."""
+    from pipeline.model_cache import MODEL_SETS
+
+    MODEL_SETS.clear()
     _load_cached.cache_clear()
     from pipeline.whisper_emotion import clear_cache
 
@@ -565,7 +568,8 @@ def load_emotion_model(spec: str | None = None, config: Config | None = None) ->
         config: device ('auto' | 'cpu' | 'cuda'), quantize ('auto' | 'none' | 'int8'), batch_size.
 
     Returns:
-        An EmotionModel; models are cached per (resolved spec, device, quantisation).
+        An EmotionModel; calls with the same (resolved spec, device, quantisation) share one model while
+        it is held (``pipeline.model_cache``: the model sets there keep models loaded, bounded).
 
     Raises:
         ModelUnavailableError: the model is neither local nor downloadable (names it and how to provide it).

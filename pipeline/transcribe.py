@@ -52,7 +52,6 @@ pass real weights add, the estimate is 2.1x (tiny), 2.4x (base), 2.7x (small) le
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -66,6 +65,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.model_cache import shared_while_used
 from pipeline.runtime import SAMPLE_RATE, hub_offline, resolve_device
 from pipeline.transcribe_fw import FW_PREFIX, WHY, fw_label
 from pipeline.types import Chunk, ModelUnavailableError, Word
@@ -212,7 +212,7 @@ def _how_to_get(size: str, target: Path) -> str:
 
 
 def load_whisper(name: str | None, config: Config) -> Any:
-    """Load (once per process) the Whisper model ``name`` on ``config.device``.
+    """Load (or reuse, while a copy is held) the Whisper model ``name`` on ``config.device``.
 
     Args:
         name: as for :func:`resolve_whisper_name` ('auto' and 'none' are resolved here too).
@@ -262,9 +262,9 @@ def load_whisper(name: str | None, config: Config) -> Any:
                                           + ", ".join(whisper.available_models()))
 
 
-@functools.lru_cache(maxsize=4)
+@shared_while_used  # one copy while held; pipeline.model_cache.MODEL_SETS is what keeps models loaded
 def _load_cached(name: str, device: str, mtime_ns: int | None) -> Any:
-    """Load a size (through whisper.load_model) or a checkpoint path; cached per (name, device, file version)."""
+    """Load a size (through whisper.load_model) or a checkpoint path; shared per (name, device, file version)."""
     import torch
     import whisper
 

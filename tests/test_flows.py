@@ -152,6 +152,7 @@ def test_kill_9_mid_run_then_rerun_finishes_without_duplicates_or_partial_rows(t
     for c in clips:
         shutil.copy(c, root / c.name)
     env = _cli_env(tmp_path, flow_config)
+    env["EMOTIVOICE_WRITE_BATCH_S"] = "0.3"  # several batches (transactions) before the kill, not one
     cmd = [sys.executable, "-m", "flows.cli", "ingest", str(root)]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)

@@ -438,3 +438,38 @@ def test_the_benchmark_runs_at_tiny_size(tmp_path, capsys):
     assert main(["--tiny", "--dir", str(tmp_path / "bench")]) == 0
     out = capsys.readouterr().out
     assert "faster per row than executemany" in out and "emotion mix by hour" in out and "empty write" in out
+
+
+# ----------------------------------------------------------------------------- file size and change stamp
+def _stats_of(db, path) -> tuple:
+    row = read_df("SELECT size_bytes, stamp FROM files WHERE path = ?", [path], db=db).iloc[0]
+    return (None if pd_isna(row.size_bytes) else int(row.size_bytes), row.stamp)
+
+
+def test_every_write_records_the_size_and_stamp_it_is_given(store, db, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store.write_result("/data/one.wav", "sha-1", fake_file_result(40, "/data/one.wav"), size_bytes=10, stamp="s1")
+    store.write_results([("rel/two.wav", "sha-2", fake_file_result(41, "rel/two.wav")),
+                         ("/data/three.wav", "sha-3", fake_file_result(42, "/data/three.wav"))],
+                        stats={"rel/two.wav": (20, "s2")})  # keyed by the path as given
+    store.write_failed("/data/bad.wav", "sha-b", "decoding failed", error_type="decode", size_bytes=30, stamp="s3")
+    copy_id = store.copy_file_results(store.file_id("/data/one.wav"), "/data/copy.wav", size_bytes=11, stamp="c1")
+    assert _stats_of(db, "/data/one.wav") == (10, "s1")
+    assert _stats_of(db, str(tmp_path / "rel" / "two.wav")) == (20, "s2")
+    assert _stats_of(db, "/data/three.wav") == (None, None)  # not given: unknown
+    assert _stats_of(db, "/data/bad.wav") == (30, "s3")
+    assert _stats_of(db, "/data/copy.wav") == (11, "c1")  # its own, never the source's
+    assert store.file_id("/data/copy.wav") == copy_id
+
+
+def test_rewriting_unchanged_content_updates_only_its_stats(store, db):
+    fid = store.write_result("/data/a.wav", "sha", fake_file_result(43, "/data/a.wav"), size_bytes=1, stamp="old")
+    chunks = _count(db, "SELECT count(*) FROM chunks")
+    again = store.write_result("/data/a.wav", "sha", fake_file_result(43, "/data/a.wav"), size_bytes=1, stamp="new")
+    assert again == fid and _count(db, "SELECT count(*) FROM chunks") == chunks
+    assert _stats_of(db, "/data/a.wav") == (1, "new")
+    store.write_failed("/data/f.wav", "sha-f", "truncated", error_type="truncated", size_bytes=5, stamp="f1")
+    store.write_failed("/data/f.wav", "sha-g", "truncated", error_type="truncated")  # a new verdict, stats unknown
+    assert _stats_of(db, "/data/f.wav") == (None, None)
+    assert store.update_file_stats({"/data/a.wav": (2, "touched"), "/data/nowhere.wav": (3, "x")}) == 1
+    assert _stats_of(db, "/data/a.wav") == (2, "touched")

@@ -305,6 +305,15 @@ def _v4_chunk_speaker(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE chunks ADD COLUMN speaker VARCHAR")
 
 
+# ----------------------------------------------------------------------------- version 5
+def _v5_file_stats(con: duckdb.DuckDBPyConnection) -> None:
+    """files.size_bytes/stamp: what the file looked like when its row was written (a local file's
+    st_mtime_ns, a remote object's ETag), so a rerun knows an unchanged file without reading it
+    (``flows.prepass``). Older rows keep NULL: the next run hashes them, as before."""
+    con.execute("ALTER TABLE files ADD COLUMN size_bytes BIGINT")
+    con.execute("ALTER TABLE files ADD COLUMN stamp VARCHAR")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -318,6 +327,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "provenance, explanation metadata, words, extra and absent emotion labels", _v2),
     Migration(3, "runs.host/pid (runs of dead processes are marked interrupted)", _v3_runs_process),
     Migration(4, "chunks.speaker (per-chunk speaker labels within a file)", _v4_chunk_speaker),
+    Migration(5, "files.size_bytes/stamp (reruns skip unchanged files without hashing them)", _v5_file_stats),
 )
 #: The version this code writes and reads.
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -10,6 +10,10 @@ Idempotency rules (``path`` is stored absolute):
   * anything else written at a known path replaces every row of that path (latest outcome wins);
   * the same content at another path is copied from the stored rows (``find_reusable`` +
     ``copy_file_results``), without running the models again.
+
+Every write may also record the file's ``size_bytes`` and change ``stamp`` (st_mtime_ns of a local file,
+the ETag of a remote object); ``known_files`` reads them back for a whole folder in one query, so a rerun
+(``flows.prepass``) knows an unchanged file without reading it.
 """
 
 from __future__ import annotations
@@ -247,7 +251,11 @@ _FILES_SCHEMA = pa.schema([
     ("settings_key", pa.string()), ("settings", pa.string()), ("ingested_at", pa.timestamp("us")),
     ("recorded_at", pa.timestamp("us")), ("notes", pa.list_(pa.string())),
     ("emotion_labels", pa.list_(pa.string())), ("absent_labels", pa.list_(pa.string())),
-    ("error_type", pa.string()), ("n_chunks", pa.int32()), ("reused_from", pa.int64())])
+    ("error_type", pa.string()), ("n_chunks", pa.int32()), ("reused_from", pa.int64()),
+    ("size_bytes", pa.int64()), ("stamp", pa.string())])
+
+#: What ``write_results(stats=...)`` and ``update_file_stats`` take per path: (size_bytes, stamp).
+FileStats = tuple[int | None, str | None]
 
 
 def _insert_files(con: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -277,7 +285,8 @@ class PreparedFile:
 
 def prepare_result(path: str | os.PathLike | None, sha256: str, result: FileResult, *,
                    settings_key: str | None = None, run_id: int | None = None, source: str = "batch",
-                   recorded_at: _dt.datetime | None = None) -> PreparedFile:
+                   recorded_at: _dt.datetime | None = None, size_bytes: int | None = None,
+                   stamp: str | None = None) -> PreparedFile:
     """The rows of ``result`` as Arrow tables plus the file row (see ``Warehouse.write_result``)."""
     if source not in SOURCES:
         raise ValueError(f"file source must be one of {SOURCES}, not {source!r}")
@@ -294,7 +303,7 @@ def prepare_result(path: str | os.PathLike | None, sha256: str, result: FileResu
         "notes": [str(n) for n in result.notes],
         "emotion_labels": [str(x) for x in result.models.emotion_labels],
         "absent_labels": [str(x) for x in result.models.absent_labels],
-        "n_chunks": len(result.chunks),
+        "n_chunks": len(result.chunks), "size_bytes": size_bytes, "stamp": stamp,
     }
     return PreparedFile(stored_path, sha256, key, file_values, result_tables(result))
 
@@ -304,9 +313,9 @@ def insert_prepared(con: duckdb.DuckDBPyConnection, prepared: PreparedFile | Seq
     """Insert prepared files inside the caller's transaction; returns (file_id, action) per file
     (a single tuple when given a single PreparedFile).
 
-    ``action`` is 'unchanged' (same path, content and settings already stored: nothing written),
-    'replaced' (earlier rows of the path deleted first) or 'inserted'. Each table gets one insert
-    for the whole batch.
+    ``action`` is 'unchanged' (same path, content and settings already stored: only the file's
+    size_bytes/stamp are updated, when given), 'replaced' (earlier rows of the path deleted first) or
+    'inserted'. Each table gets one insert for the whole batch.
     """
     single = isinstance(prepared, PreparedFile)
     batch: list[PreparedFile] = [prepared] if single else list(prepared)
@@ -323,6 +332,8 @@ def insert_prepared(con: duckdb.DuckDBPyConnection, prepared: PreparedFile | Seq
             "AND f.sha256 = k.sha256 AND f.settings_key = k.settings_key AND f.status = 'ok'").fetchall())
     finally:
         con.unregister("_batch_keys")
+    _set_file_stats(con, {p.path: (p.file_values["size_bytes"], p.file_values["stamp"])
+                          for p in batch if p.path in unchanged})
     todo = [p for p in batch if p.path not in unchanged]
     known = {r[0] for r in con.execute("SELECT DISTINCT path FROM files WHERE list_contains(?, path)",
                                        [[p.path for p in todo]]).fetchall()} if todo else set()
@@ -345,6 +356,56 @@ def insert_prepared(con: duckdb.DuckDBPyConnection, prepared: PreparedFile | Seq
     done = {p.path: (int(fid), "replaced" if p.path in known else "inserted") for fid, p in zip(file_ids, todo)}
     out = [(int(unchanged[p.path]), "unchanged") if p.path in unchanged else done[p.path] for p in batch]
     return out[0] if single else out
+
+
+def _set_file_stats(con: duckdb.DuckDBPyConnection, stats: Mapping[str, FileStats]) -> int:
+    """Set size_bytes/stamp on the rows of the given (normalised) paths, inside the caller's
+    transaction; entries whose size and stamp are both None are left alone. Returns rows updated."""
+    given = {path: st for path, st in stats.items() if st[0] is not None or st[1] is not None}
+    if not given:
+        return 0
+    data = pa.table({"path": pa.array(list(given), pa.string()),
+                     "size_bytes": pa.array([st[0] for st in given.values()], pa.int64()),
+                     "stamp": pa.array([st[1] for st in given.values()], pa.string())})
+    con.register("_file_stats", data)
+    try:
+        rows = con.execute("UPDATE files SET size_bytes = s.size_bytes, stamp = s.stamp FROM _file_stats s "
+                           "WHERE files.path = s.path RETURNING files.file_id").fetchall()
+    finally:
+        con.unregister("_file_stats")
+    return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class KnownFile:
+    """The newest stored row of one path, as ``Warehouse.known_files`` returns it."""
+
+    file_id: int
+    sha256: str | None
+    size_bytes: int | None
+    stamp: str | None
+    status: str
+    """'ok', 'failed' or 'skipped'."""
+    error: str | None
+    error_type: str | None
+    settings_key: str | None
+
+    def same_stats(self, size_bytes: int | None, stamp: str | None) -> bool:
+        """True when the file still has the size and stamp recorded with this row (both known on
+        both sides: an unknown one never vouches for an unchanged file)."""
+        return (None not in (size_bytes, stamp, self.size_bytes, self.stamp)
+                and int(size_bytes) == self.size_bytes and str(stamp) == self.stamp)
+
+    def done_for(self, settings_key: str) -> bool:
+        """The row holds this path's outcome for these settings (``already_done``'s rule, less the sha)."""
+        return self.status in ("ok", "skipped") and self.settings_key == settings_key
+
+    @property
+    def content_failure(self) -> bool:
+        """A failure caused by the content, not retried while the file is unchanged (``failed_before``'s
+        rule, less the sha)."""
+        return (self.status == "failed" and self.error_type is not None
+                and self.error_type not in RETRIED_ERROR_TYPES)
 
 
 # ----------------------------------------------------------------------------- the store
@@ -453,6 +514,30 @@ class Warehouse:
                 "ORDER BY file_id LIMIT 1", [sha256, settings_key]).fetchall())
         return None if row is None else int(row[0])
 
+    def known_files(self, settings_key: str, under: str | os.PathLike | None = None) -> dict[str, KnownFile]:
+        """What the warehouse holds per path, in one query: the newest row of each path stored with
+        ``settings_key``, or failed (a failure is judged whatever the settings; see ``failed_before``).
+
+        Args:
+            settings_key: the settings of the run asking.
+            under: only paths in this folder or below it (a local folder or a URL prefix; normalised
+                like stored paths). None: every path.
+
+        Returns:
+            ``{normalised path: KnownFile}``.
+        """
+        sql = ("SELECT path, file_id, sha256, size_bytes, stamp, status, error, error_type, settings_key "
+               "FROM files WHERE (settings_key = ? OR status = 'failed')")
+        params: list[Any] = [settings_key]
+        if under is not None:
+            top = normalize_path(under)
+            sql += " AND (path = ? OR starts_with(path, ?))"
+            params += [top, top.rstrip("/") + "/"]
+        sql += " QUALIFY row_number() OVER (PARTITION BY path ORDER BY ingested_at DESC NULLS LAST, file_id DESC) = 1"
+        with connection.read_connection(self.db) as con:
+            rows = con.execute(sql, params).fetchall()
+        return {r[0]: KnownFile(int(r[1]), r[2], None if r[3] is None else int(r[3]), *r[4:]) for r in rows}
+
     def file_id(self, path: str | os.PathLike) -> int | None:
         """The file_id stored for ``path`` (any status), or None."""
         with connection.read_connection(self.db) as con:
@@ -463,7 +548,8 @@ class Warehouse:
     # --- writes
     def write_result(self, path: str | os.PathLike | None, sha256: str, result: FileResult, *,
                      settings_key: str | None = None, run_id: int | None = None, source: str = "batch",
-                     recorded_at: _dt.datetime | None = None) -> int:
+                     recorded_at: _dt.datetime | None = None, size_bytes: int | None = None,
+                     stamp: str | None = None) -> int:
         """Store one analysed file (file row, chunks, emotions, features, words, explanations,
         shap, lime, attention) in one transaction; returns its file_id.
 
@@ -475,28 +561,37 @@ class Warehouse:
             run_id: the run this belongs to.
             source: 'batch' or 'live'.
             recorded_at: when the audio was captured (UTC, naive); default the file's mtime.
+            size_bytes: the file's size in bytes, when known.
+            stamp: the file's change stamp (``st_mtime_ns`` as text; a remote object's ETag), when known.
 
-        Same path, content and settings already stored: nothing is written and the stored file_id
-        is returned. Otherwise earlier rows of ``path`` are replaced.
+        Same path, content and settings already stored: only ``size_bytes``/``stamp`` are updated
+        (when given) and the stored file_id is returned. Otherwise earlier rows of ``path`` are replaced.
         """
         prepared = prepare_result(path, sha256, result, settings_key=settings_key, run_id=run_id,
-                                  source=source, recorded_at=recorded_at)  # before the lock is taken
+                                  source=source, recorded_at=recorded_at, size_bytes=size_bytes,
+                                  stamp=stamp)  # before the lock is taken
         with connection.write_connection(self.db) as con, transaction(con):
             file_id, action = insert_prepared(con, prepared)
         logger.debug("%s: %s (file %d, %d chunks)", prepared.path, action, file_id, prepared.n_chunks)
         return file_id
 
     def write_results(self, items: Sequence[tuple[str | os.PathLike | None, str, FileResult]], *,
-                      settings_key: str | None = None, run_id: int | None = None,
-                      source: str = "batch") -> list[int]:
+                      settings_key: str | None = None, run_id: int | None = None, source: str = "batch",
+                      stats: Mapping[str, FileStats] | None = None) -> list[int]:
         """Store several analysed files at once: one lock, one transaction (all or nothing), one
         insert per table. Same rules per file as ``write_result``; returns the file_ids in order.
 
         Args:
             items: ``(path, sha256, result)`` triples (``path`` None: ``result.file``), distinct paths.
+            stats: ``{path: (size_bytes, stamp)}`` for the files whose size and change stamp are known,
+                keyed by the path as given in ``items`` (or its normalised form); others store NULL.
         """
-        prepared = [prepare_result(path, sha, result, settings_key=settings_key, run_id=run_id, source=source)
-                    for path, sha, result in items]
+        known = {normalize_path(k): v for k, v in (stats or {}).items()}
+        prepared = []
+        for path, sha, result in items:
+            size, stamp = known.get(normalize_path(path if path is not None else result.file), (None, None))
+            prepared.append(prepare_result(path, sha, result, settings_key=settings_key, run_id=run_id,
+                                           source=source, size_bytes=size, stamp=stamp))
         if not prepared:
             return []
         with connection.write_connection(self.db) as con, transaction(con):
@@ -505,7 +600,8 @@ class Warehouse:
 
     def write_failed(self, path: str | os.PathLike, sha256: str | None, error: str, *, status: str = "failed",
                      run_id: int | None = None, source: str = "batch", settings_key: str | None = None,
-                     error_type: str | None = None) -> int:
+                     error_type: str | None = None, size_bytes: int | None = None,
+                     stamp: str | None = None) -> int:
         """Record a file that produced no results (replacing earlier rows of its path); returns file_id.
 
         Args:
@@ -517,6 +613,7 @@ class Warehouse:
                 'unsupported', 'truncated', 'crashed', 'timeout', 'unreadable'); the flow retries
                 failures of the types in ``RETRIED_ERROR_TYPES`` on every run, others only when the
                 file changed (see ``failed_before``).
+            size_bytes, stamp: the file's size and change stamp, when known (see ``write_result``).
 
         File ids are stable: a path whose only row is failed/skipped keeps its file_id (the row is
         updated in place, and not written at all when a skipped row says the same again).
@@ -529,7 +626,7 @@ class Warehouse:
         values = {"path": stored_path, "sha256": sha256, "status": status, "error": str(error),
                   "run_id": run_id, "folder": folder_of(stored_path), "source": source,
                   "settings_key": settings_key, "recorded_at": _mtime_utc(stored_path), "notes": [],
-                  "error_type": error_type, "n_chunks": 0}
+                  "error_type": error_type, "n_chunks": 0, "size_bytes": size_bytes, "stamp": stamp}
         with connection.write_connection(self.db) as con, transaction(con):
             prev = con.execute("SELECT file_id, status, sha256, error, error_type FROM files WHERE path = ?",
                                [stored_path]).fetchall()
@@ -553,9 +650,11 @@ class Warehouse:
         return self.write_failed(path, sha256, reason, status="skipped", run_id=run_id, source=source,
                                  settings_key=settings_key)
 
-    def copy_file_results(self, src_file_id: int, path: str | os.PathLike, *, run_id: int | None = None) -> int:
+    def copy_file_results(self, src_file_id: int, path: str | os.PathLike, *, run_id: int | None = None,
+                          size_bytes: int | None = None, stamp: str | None = None) -> int:
         """Store the results of ``src_file_id`` again under ``path`` (same content elsewhere), in one
-        transaction, replacing earlier rows of ``path``; returns the new file_id.
+        transaction, replacing earlier rows of ``path``; returns the new file_id. ``size_bytes`` and
+        ``stamp`` describe the file at ``path`` (see ``write_result``), never copied from the source.
 
         Raises:
             WarehouseError: ``src_file_id`` has no ``ok`` results.
@@ -571,16 +670,17 @@ class Warehouse:
                 "SELECT file_id FROM files WHERE path = ? AND sha256 IS NOT DISTINCT FROM ? "
                 "AND settings_key IS NOT DISTINCT FROM ? AND status = 'ok'", [stored_path, sha, key]).fetchall())
             if same is not None:
+                _set_file_stats(con, {stored_path: (size_bytes, stamp)})
                 return int(same[0])
             _delete_paths(con, stored_path)
             new_id = int(_next_ids(con, "file_id_seq", 1)[0])
             overrides = {"file_id": "?", "path": "?", "folder": "?", "run_id": "?", "ingested_at": "?",
-                         "recorded_at": "?", "reused_from": "?"}
+                         "recorded_at": "?", "reused_from": "?", "size_bytes": "?", "stamp": "?"}
             cols = _columns(con, "files")
             select = ", ".join(overrides.get(c, c) for c in cols)
             params = {"file_id": new_id, "path": stored_path, "folder": folder_of(stored_path),
                       "run_id": run_id, "ingested_at": utc_now(), "recorded_at": _mtime_utc(stored_path),
-                      "reused_from": src_file_id}
+                      "reused_from": src_file_id, "size_bytes": size_bytes, "stamp": stamp}
             con.execute(f"INSERT INTO files ({', '.join(cols)}) SELECT {select} FROM files WHERE file_id = ?",
                         [params[c] for c in cols if c in overrides] + [src_file_id])
             con.execute("CREATE TEMP TABLE _chunk_map AS SELECT chunk_id AS old_id, "
@@ -598,6 +698,16 @@ class Warehouse:
             con.execute("DROP TABLE _chunk_map")  # on failure the rollback and close remove it
         logger.debug("%s: results copied from file %d (%s) as file %d", stored_path, src_file_id, src_path, new_id)
         return new_id
+
+    def update_file_stats(self, stats: Mapping[str | os.PathLike, FileStats]) -> int:
+        """Record the current ``(size_bytes, stamp)`` of files whose stored rows still hold their outcome
+        (touched, same content), in one transaction; returns how many rows were updated. The next run
+        then knows them without reading them."""
+        given = {normalize_path(k): v for k, v in stats.items()}
+        if not given:
+            return 0
+        with connection.write_connection(self.db) as con, transaction(con):
+            return _set_file_stats(con, given)
 
     def delete_path(self, path: str | os.PathLike) -> bool:
         """Remove everything stored for ``path``; True when something was removed."""

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with prefect_api(cfg):  # one Prefect server for every row: its start is not what is compared
             def run(label: str, **over):
-                root = _corpus(tmp, label.replace(" ", "-").replace(":", ""), clips)
+                root = _corpus(tmp, "run%d" % len(results), clips)
                 t0 = time.perf_counter()
                 s = ingest_folder(root, options=cfg.replace(db=str(tmp / f"{root.name}.duckdb"), **over),
                                   workers=w)

@@ -22,6 +22,9 @@ def _setup_env() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # A local:N cluster's scheduler and nannies log every connection at INFO; the workers' own lines
+    # ("emotivoice worker: start/done PATH") stay on.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
 # ----------------------------------------------------------------------------- analyze

@@ -243,4 +243,5 @@ def decode_file(path: str | os.PathLike, config=None, *, sample_rate: int = SAMP
     timeout_s = float(getattr(config, "decode_timeout_s", 300.0))
     if isolate:
         return decode_isolated(path, sample_rate=sample_rate, timeout_s=timeout_s)
+    _maybe_fault(os.fspath(path), os.environ.get(_FAULT_ENV))  # tests: a crash that takes this process down
     return decode_audio(path, sample_rate=sample_rate)

@@ -222,3 +222,32 @@ def test_workers_that_would_analyse_differently_stop_the_run_before_it_starts():
     broken = {"tcp://a:1": answer("tcp://a:1", "compact"), "tcp://b:1": RuntimeError("weights\nmissing")}
     with pytest.raises(ingest.ClusterError, match=r"^worker tcp://b:1 cannot analyse: weights missing$"):
         ingest._settings_from_workers(DaskTaskRunner(broken), "{}")
+
+
+def test_a_file_that_kills_every_worker_that_takes_it_is_failed_and_the_run_completes(
+        tmp_path, ravdess_dir, tiny_hubert_dir):
+    """Decoding in-process (no crash isolation) on a local:2 cluster, a file that segfaults its worker: Dask
+    restarts the worker and tries again until its allowed failures are spent; then the file is one failed
+    row with that reason, and every other file is stored."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    clips = sorted((ravdess_dir / "Actor_04").glob("*.flac"))[:4]
+    for clip in clips[:3]:
+        shutil.copy(clip, corpus / clip.name)
+    shutil.copy(clips[3], corpus / "boom.flac")
+    db = tmp_path / "ev.duckdb"
+    env = _env(EMOTIVOICE_DATA_DIR=str(tmp_path / "data"), EMOTIVOICE_DECODE_ISOLATION="false",
+               EMOTIVOICE_TEST_DECODE_FAULT="segv:boom", DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="1")
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "ingest", str(corpus), "--db", str(db),
+                          "--cluster", "local:2", "--emotion-model", str(tiny_hubert_dir), "--whisper-model", "none",
+                          "--explain", "none"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "files: 3 ok, 1 failed" in out.stdout and "completed" in out.stdout, out.stdout
+    assert (f"failed: {corpus / 'boom.flac'}: crashed the analyser: it killed every Dask worker that took it"
+            in out.stdout), out.stdout
+
+    from warehouse import read_df
+
+    rows = read_df("SELECT status, coalesce(error_type, '') AS kind, count(*) AS n FROM files GROUP BY ALL "
+                   "ORDER BY 1", db=str(db))
+    assert rows.values.tolist() == [["failed", "crashed", 1], ["ok", "", 3]]

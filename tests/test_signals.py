@@ -60,7 +60,8 @@ def ingesting(request, tmp_path, tiny_hubert_dir, ravdess_dir, prefect_home_temp
     env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", EMOTIVOICE_DATA_DIR=str(tmp_path / "data"),
                EMOTIVOICE_DB=str(db), EMOTIVOICE_EMOTION_MODEL=str(tiny_hubert_dir),
                EMOTIVOICE_WHISPER_MODEL="none", EMOTIVOICE_EXPLAIN="fast", DO_NOT_TRACK="1",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180")
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
+               EMOTIVOICE_WRITE_BATCH_FILES="1")  # each file stored as it comes: the signal lands mid-run
     env.update(getattr(request, "param", {}))
     log_path = tmp_path / "ingest.log"
     log = open(log_path, "w")

@@ -410,7 +410,7 @@ class _Ingestion:
         self.batch: list[tuple[str, list[tuple[str, Any]], Any]] = []  # (sha, paths, result)
         self.batch_since = 0.0
         self.done: queue.Queue = queue.Queue()
-        self.window = 2 * max(1, self._n_workers()) + 2
+        self.window = 1  # set once the workers are known (``run``)
         self.bar = None
 
     def _n_workers(self) -> int:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -26,8 +27,10 @@ pytestmark = pytest.mark.slow
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("EMOTIVOICE_", "PREFECT_API_URL", "PREFECT_HOME"))}
+    # Dask at INFO: the fixtures wait for the scheduler's and workers' own lines ("Scheduler at",
+    # "Registered to"); `emotivoice` turns them down to WARNING in its process, which in-process CLI tests share.
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DO_NOT_TRACK="1", PYTHONPATH=str(ROOT),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", **extra)
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", DASK_LOGGING__DISTRIBUTED="info", **extra)
     return env
 
 
@@ -81,7 +84,8 @@ def cluster(tmp_path):
             try:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_ingest_on_a_cluster_survives_a_killed_worker(cluster, tmp_path, ravdess_dir, tiny_hubert_dir):

@@ -43,7 +43,7 @@ def bench_insert(workdir: Path, n_chunks: int, chunks_per_file: int = 100, basel
     """Arrow-path bulk insert vs executemany (per emotion/chunk row) and per-file write_result."""
     from warehouse import Warehouse
     from warehouse.connection import write_connection
-    from warehouse.store import transaction, insert_prepared, prepare_result
+    from warehouse.inserts import insert_prepared, prepare_result, transaction
 
     results = _fake_results(n_chunks, chunks_per_file)
     db = workdir / "insert.duckdb"

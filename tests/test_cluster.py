@@ -174,23 +174,23 @@ def test_a_worker_that_cannot_read_a_file_fails_that_file_naming_itself(tmp_path
     import logging
     from types import SimpleNamespace
 
-    import flows.ingest as ingest
+    import flows.worker as worker
     from pipeline.config import Config
 
-    monkeypatch.setattr(ingest, "_dask_worker", lambda: SimpleNamespace(address="tcp://10.0.0.7:40001"))
+    monkeypatch.setattr(worker, "_dask_worker", lambda: SimpleNamespace(address="tcp://10.0.0.7:40001"))
     monkeypatch.setenv("EMOTIVOICE_DATA_DIR", str(tmp_path / "worker-data"))
     config = Config().replace(emotion_model=str(tiny_hubert_dir), whisper_model="none", explain="none",
                               data_dir=str(tmp_path / "flow-data"))
     for attr, value in (("handlers", []), ("propagate", True), ("level", logging.NOTSET)):
-        monkeypatch.setattr(ingest.worker_log, attr, value)  # the worker's stderr handler goes with the test
+        monkeypatch.setattr(worker.worker_log, attr, value)  # the worker's stderr handler goes with the test
     missing = str(tmp_path / "gone" / "call-17.wav")
-    out = ingest.analyze_file_task.fn(missing, None, config.to_json())
+    out = worker.analyze_file_task.fn(missing, None, config.to_json())
     assert out["status"] == "failed" and out["error_type"] == "unreadable"
     assert "on worker tcp://10.0.0.7:40001" in out["error"] and "not found" in out["error"]
     err = capsys.readouterr().err
     assert f"INFO emotivoice worker: start {missing}" in err and f"failed {missing} (unreadable)" in err
     # the worker used its own data dir, not the flow's
-    assert ingest.task_config(config.to_json()).data_dir == str(tmp_path / "worker-data")
+    assert worker.task_config(config.to_json()).data_dir == str(tmp_path / "worker-data")
 
 
 def test_workers_that_would_analyse_differently_stop_the_run_before_it_starts():

@@ -223,7 +223,7 @@ def test_a_failure_at_a_path_replaces_its_old_results_and_keeps_the_reason(store
 
 
 def test_a_failed_write_leaves_the_earlier_results_untouched(store, db, monkeypatch):
-    from warehouse import store as store_mod
+    from warehouse import inserts as store_mod
 
     store.write_result(None, "old", fake_file_result(15, "/data/x.wav", n_chunks=2))
     before = read_df("SELECT * FROM emotions ORDER BY ALL", db=db)

@@ -1,4 +1,4 @@
-"""Stored rows back into objects and plain values (the way in is ``warehouse.store.result_tables``).
+"""Stored rows back into objects and plain values (the way in is ``warehouse.inserts.result_tables``).
 
 DuckDB hands back SQL NULL as None, ``pd.NA``, ``pd.NaT`` or NaN depending on the column type, and
 MAP columns as dicts or key/value lists: the helpers here turn those into Python values, a stored

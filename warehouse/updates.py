@@ -17,7 +17,7 @@ from pipeline.runtime import SAMPLE_RATE
 from pipeline.types import ChunkResult, Explanation, FileResult, ModelInfo
 from warehouse import connection
 from warehouse.errors import WarehouseError
-from warehouse.store import _insert_arrow, result_tables, transaction
+from warehouse.inserts import _insert_arrow, result_tables, transaction
 
 logger = logging.getLogger(__name__)
 

@@ -91,26 +91,35 @@ def test_speaking_into_the_live_tab_shows_results_and_stop_saves_the_session(liv
             page = browser.new_page()
             page.goto(live_server["url"], timeout=60_000)
             widget = page.frame_locator("iframe[title*='streamlit_webrtc']")
-            # the first render loads the model and runs the warm-up analysis
-            widget.get_by_role("button", name="START").click(timeout=240_000)
-
-            # results appear while streaming: a transcript line tagged with an emotion, and a latency
-            expect(page.get_by_text("Transcript", exact=True)).to_be_visible(timeout=120_000)
+            saved = page.get_by_text(re.compile(r"Saved session live-"))
             line = page.locator("li").filter(has_text=re.compile(r"\d\d:\d\d\.\d–\d\d:\d\d\.\d"))
-            expect(line.first).to_contain_text(re.compile(r"(anger|fear|happiness|sadness|surprise|neutral) \d\.\d\d"),
-                                                   timeout=60_000)
+            # Under the full suite's load the headless browser has ended the fake microphone's stream within
+            # a second, before any result, in some runs (cause not found; see the closing note of session 5).
+            # The page then saves what it heard, as it must; the test starts the stream again, at most 3 times.
+            for attempt in range(3):
+                dropped = saved.count()
+                # the first render loads the model and runs the warm-up analysis
+                widget.get_by_role("button", name="START").click(timeout=240_000)
+                try:
+                    # results appear while streaming: a transcript line tagged with an emotion
+                    expect(page.get_by_text("Transcript", exact=True)).to_be_visible(timeout=120_000)
+                    expect(line.first).to_contain_text(
+                        re.compile(r"(anger|fear|happiness|sadness|surprise|neutral) \d\.\d\d"), timeout=60_000)
+                    break
+                except AssertionError:
+                    if attempt == 2 or saved.count() == dropped:
+                        raise
             body = page.inner_text("body")
             assert "untrained" in body  # a random model's scores are never presented as emotions
 
             # Stream until the page has heard 2 s (then press STOP), reading what it says it has heard
             # ("Heard": all of it must be in the saved recording) and its latency line. On a busy machine the
             # browser can end the stream on its own first; the page then saves what it heard, as it must.
-            saved = page.get_by_text(re.compile(r"Saved session live-"))
             heard = page.get_by_test_id("stMetric").filter(has_text="Heard").get_by_test_id("stMetricValue")
             latency = page.get_by_text(re.compile(r"\d+\.\d\d s / \d+\.\d\d s"))
             heard_s, latency_seen, pressed_stop = 0.0, False, False
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not saved.count():
+            while time.monotonic() < deadline and saved.count() == dropped:
                 try:
                     heard_s = max(heard_s, float(re.search(r"([\d.]+) s", heard.inner_text(timeout=2000)).group(1)))
                     latency_seen = latency_seen or latency.count() > 0
@@ -121,9 +130,9 @@ def test_speaking_into_the_live_tab_shows_results_and_stop_saves_the_session(liv
                     pressed_stop = True
                     break
                 time.sleep(0.5)
-            assert pressed_stop or saved.count(), f"the stream neither reached 2 s nor ended (heard {heard_s} s)"
-            expect(saved).to_be_visible(timeout=120_000)
-            message = saved.inner_text()
+            assert pressed_stop or saved.count() > dropped, f"the stream neither reached 2 s nor ended (heard {heard_s} s)"
+            expect(saved).to_have_count(dropped + 1, timeout=120_000)
+            message = saved.nth(dropped).inner_text()
             flac = Path(re.search(r"(/\S+\.flac)", message).group(1))
 
             # the fallback: a clip recorded with st.audio_input is analysed and saved the same way
@@ -131,12 +140,12 @@ def test_speaking_into_the_live_tab_shows_results_and_stop_saves_the_session(liv
             recorder.get_by_role("button", name="Record").click()
             time.sleep(6)
             recorder.get_by_role("button", name="Stop recording").click()
-            expect(page.get_by_text(re.compile(r"Saved session live-"))).to_have_count(2, timeout=120_000)
+            expect(saved).to_have_count(dropped + 2, timeout=120_000)
         finally:
             browser.close()
 
     flacs = sorted((live_server["data"] / "live").glob("live-*.flac"))
-    assert len(flacs) == 2 and flac in flacs, message
+    assert len(flacs) == dropped + 2 and flac in flacs, message
     info = sf.info(flac)
     # chromium's fake microphone sometimes delivers audio slower than real time on a busy machine, so the
     # recording's length is checked against what the page said it had heard, not against the wall clock
@@ -149,7 +158,7 @@ def test_speaking_into_the_live_tab_shows_results_and_stop_saves_the_session(liv
 
     wh = Warehouse(live_server["db"])
     files = wh.read_df("SELECT file_id, path, source FROM files ORDER BY file_id")
-    assert list(files["source"]) == ["live", "live"]
+    assert list(files["source"]) == ["live"] * (dropped + 2)
     assert sorted(files["path"]) == [str(f) for f in flacs]
     streamed = int(files.loc[files["path"] == str(flac), "file_id"].iloc[0])
     n = wh.read_df("SELECT count(*) AS n FROM chunks WHERE file_id = ?", [streamed])["n"][0]

@@ -25,6 +25,7 @@ BENCHES = {
     "vad": "bench.vad_bench",
     "diarization": "bench.diarization_bench",
     "full": "bench.full_analysis",
+    "words_in_chunks": "bench.transcript_attribution",
     "cluster": "bench.cluster_bench",
     "ingest_scale": "bench.ingest_scale",
 }

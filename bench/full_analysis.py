@@ -7,7 +7,9 @@ before timing:
 
 - ``emotions``: the baseline, the default emotion model only (no words, no speakers, no explanations);
 - ``default``: what `emotivoice ingest` runs: VAD chunks, words (faster-whisper base on CPU), the default
-  emotion model, speaker labels, acoustic features and the fast explanation tier;
+  emotion model, speaker labels, acoustic features and the fast explanation tier (the chunks' speech packed
+  for Whisper, greedy decoding);
+- ``default, beam 5``: the default with Whisper's beam search at 5 (the default before greedy);
 - ``default, no words``: the same without Whisper, to show what the words cost.
 
 The issue's target: the whole analysis at least 10× real time on 2 cores. Each figure is printed with its
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = {
         "emotions": base.replace(whisper_model="none", speakers="none", explain="none"),
         "default": base,
+        "default, beam 5": base.replace(beam_size=5),
         "default, no words": base.replace(whisper_model="none"),
     }
     print(f"signal: {dur:.1f} s of joined clips; best of {repeats}; torch/CT2 threads as configured")

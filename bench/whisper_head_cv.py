@@ -11,7 +11,9 @@ Speaker normalisation variants (``--speaker-norm``):
   all   the head trained on per-speaker centred statistics; each test actor centred with the mean over all
         of that actor's scored clips (optimistic: 44 clips covering every emotion evenly);
   k<N>  as 'all' but each test clip centred with the mean of a random group of N clips of its actor
-        (N chunks of one speaker in a file, as diarization gives them).
+        (N chunks of one speaker in a file, as diarization gives them);
+  same<N> as k<N> but each group holds clips of one emotion only (a speaker who is angry, or sad, for the
+        whole file: the speaker mean then carries the emotion the normalisation should keep).
 
 Usage::
 
@@ -74,14 +76,22 @@ def compact_fold_uar(folds: int) -> list[float] | None:
     return out
 
 
-def _centre_test(stats: np.ndarray, spk: np.ndarray, ref: np.ndarray, mode: str, rng) -> np.ndarray:
+def _centre_test(stats: np.ndarray, spk: np.ndarray, ref: np.ndarray, mode: str, rng,
+                 emotions: np.ndarray | None = None) -> np.ndarray:
+    if mode.startswith("same"):  # groups of N clips of one actor *and one emotion*: a speaker who stays angry
+        out = stats.copy()
+        keys = np.array([f"{a}|{e}" for a, e in zip(spk, emotions)])
+        for key in np.unique(keys):
+            idx = np.flatnonzero(keys == key)
+            out[idx] = _centre_test(stats[idx], spk[idx], ref, "k" + mode[4:], rng)
+        return out
     out = stats.copy()
     for s in np.unique(spk):
         idx = np.flatnonzero(spk == s)
         if mode == "all":
             out[idx] = stats[idx] - stats[idx].mean(0) + ref
             continue
-        k = int(mode[1:])
+        k = min(int(mode[1:]), len(idx))
         perm = rng.permutation(idx)
         for g in range(0, len(perm), k):
             grp = perm[g:g + k]
@@ -91,6 +101,21 @@ def _centre_test(stats: np.ndarray, spk: np.ndarray, ref: np.ndarray, mode: str,
                 continue
             out[grp] = stats[grp] - stats[grp].mean(0) + ref
     return out
+
+
+def ece_floor(proba: np.ndarray, draws: int = 200, seed: int = 0) -> float:
+    """The ECE a *perfectly calibrated* model with these probabilities would show on this many clips: labels
+    drawn from the probabilities themselves, mean over ``draws``. What a finite test set adds by chance."""
+    from pipeline.training.whisper_head import expected_calibration_error
+
+    rng = np.random.default_rng(seed)
+    p = np.asarray(proba, dtype=np.float64)
+    cum = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+    eces = []
+    for _ in range(draws):
+        y = np.minimum((rng.random((len(p), 1)) > cum).sum(axis=1), p.shape[1] - 1)
+        eces.append(expected_calibration_error(p, y))
+    return float(np.mean(eces))
 
 
 def run_cv(ds, six_by_path, x, *, pooling: str, norm: str, folds: int, seed: int, c_grid) -> dict:
@@ -117,9 +142,9 @@ def run_cv(ds, six_by_path, x, *, pooling: str, norm: str, folds: int, seed: int
         t0 = time.perf_counter()
         fit = fit_head(s_tr, y[tr], spk[tr], labels, recipe)
         s_te = stats_all[te]
-        if norm != "none":
-            s_te = _centre_test(s_te, spk[te], fit.center, norm, rng)
         y_true = [six_by_path[ds.paths[i]] for i in np.flatnonzero(te)]
+        if norm != "none":
+            s_te = _centre_test(s_te, spk[te], fit.center, norm, rng, np.array(y_true))
         yi = np.array([labels.index(t) for t in y_true])
         p_raw, p_cal = fit.proba(s_te, calibrated=False), fit.proba(s_te)
         m = metrics_from_proba(p_cal, y_true, labels)
@@ -129,11 +154,13 @@ def run_cv(ds, six_by_path, x, *, pooling: str, norm: str, folds: int, seed: int
                "c": fit.c, "temperature": round(fit.temperature, 4), "inner_uar": fit.inner.get("uar"),
                "ece_raw": round(expected_calibration_error(p_raw, yi), 4),
                "ece": round(expected_calibration_error(p_cal, yi), 4),
+               "ece_floor": round(ece_floor(p_cal, seed=f), 4),
                "nll_raw": round(nll(p_raw, yi), 4), "nll": round(nll(p_cal, yi), 4),
                "fit_s": round(time.perf_counter() - t0, 1)}
         rows.append(row)
         probas.append((p_cal, yi))
         print(f"  fold {f} actors {test_actors}: UAR {row['uar']:.3f} ECE {row['ece_raw']:.3f}->{row['ece']:.3f} "
+              f"(floor {row['ece_floor']:.3f}) "
               f"NLL {row['nll_raw']:.3f}->{row['nll']:.3f} C {fit.c} T {fit.temperature:.2f} "
               f"(inner UAR {row['inner_uar']})", flush=True)
     pooled_p = np.concatenate([p for p, _ in probas])
@@ -146,6 +173,8 @@ def run_cv(ds, six_by_path, x, *, pooling: str, norm: str, folds: int, seed: int
             "ece_mean": round(float(np.mean([r["ece"] for r in rows])), 4),
             "ece_raw_mean": round(float(np.mean([r["ece_raw"] for r in rows])), 4),
             "ece_pooled": round(expected_calibration_error(pooled_p, pooled_y), 4),
+            "ece_floor_mean": round(float(np.mean([r["ece_floor"] for r in rows])), 4),
+            "ece_floor_pooled": round(ece_floor(pooled_p), 4),
             "nll_mean": round(float(np.mean([r["nll"] for r in rows])), 4)}
 
 
@@ -250,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             wins = None if not compact else sum(r["uar"] > c for r, c in zip(res["folds"], compact))
             res["beats_compact_folds"] = wins
             print(f"[{pooling} / speaker-norm {norm}] UAR {res['uar_mean']:.3f} +- {res['uar_std']:.3f}, "
-                  f"ECE {res['ece_raw_mean']:.3f} -> {res['ece_mean']:.3f} (pooled {res['ece_pooled']:.3f}), "
+                  f"ECE {res['ece_raw_mean']:.3f} -> {res['ece_mean']:.3f} (floor {res['ece_floor_mean']:.3f}; pooled "
+                  f"{res['ece_pooled']:.3f}, floor {res['ece_floor_pooled']:.3f}), "
                   f"NLL {res['nll_mean']:.3f}; better than compact on {wins} of {args.folds} folds", flush=True)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             with open(args.out, "a") as fh:

@@ -74,7 +74,10 @@ class Models(Section):
     """'auto' (cuda when available), 'cpu' or 'cuda'."""
     language: str | None = None
     """ISO code to force a transcription language; None auto-detects."""
-    beam_size: int = 5
+    beam_size: int = 1
+    """Whisper beams for files (1 = greedy). Greedy is the default: on the read-speech set both give 4.7 % WER,
+    and on conversations with pauses (``python -m bench.transcript_attribution``) greedy was faster and put
+    fewer words wrong (docs/benchmarks.md)."""
     live_beam_size: int = 1
     whisper_dir: str = ""
     """Folder of the assembled, sha256-verified faster-whisper weights (``faster-whisper-<size>/``);

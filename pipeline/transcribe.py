@@ -11,15 +11,19 @@ after ' — ', why when it is a fallback, e.g. ``'faster-whisper base (int8)'``,
 or ``'none: faster-whisper base weights: not installed ...'`` when 'auto' finds no weights (no transcripts).
 
 Whisper pads every call to 30 s of audio, so transcribing each short chunk on its own spends most
-of the encoder's work on padding. The default ``strategy="windows"`` therefore transcribes the file
-(from the first chunk's start to the last chunk's end) in Whisper's own 30 s windows with word
-timestamps, and hands each chunk the words whose midpoint falls inside it. ``strategy="per_chunk"``
-decodes each chunk on its own (one call per chunk); it is kept for comparison and for files whose
-chunks are far apart.
+of the encoder's work on padding. The default ``strategy="windows"`` therefore transcribes the chunks'
+speech packed back to back (:func:`pack_speech`: pauses between chunks shortened to ``PACK_GAP_S``, 2 s,
+so silence costs no windows) in Whisper's own 30 s windows with word timestamps, maps the words back to
+file time and hands each chunk the words whose midpoint falls inside it. Language detection encodes the
+same first window that decoding starts with, so faster-whisper encodes it once
+(:class:`pipeline.transcribe_fw.EncodeMemo`). ``strategy="per_chunk"`` decodes each chunk on its own (one
+call per chunk); it is kept for comparison. ``python -m bench.transcript_attribution`` compares packing
+with decoding the file's whole span (the analysis before), words scored in the clip they were put in.
 
 Decoding is deterministic: temperature 0 only (no fallback temperatures, so a failed window is never
-re-decoded up to five more times), beam ``config.beam_size`` (5) for files and
-``config.live_beam_size`` (1, greedy) for the live tab, ``condition_on_previous_text=False`` (no
+re-decoded up to five more times), beam ``config.beam_size`` (1, greedy: on the read-speech set beam 5
+gave the same 4.7 % WER, and on conversations it was slower and put more words wrong) for files and
+``config.live_beam_size`` (1) for the live tab, ``condition_on_previous_text=False`` (no
 repetition loops carried across windows). Whisper's no-speech check still skips silent windows. A
 window whose text is a repetition loop (gzip compression ratio above ``max_compression_ratio``, 2.4,
 the case Whisper would re-decode hotter) is skipped whole rather than kept, and a decode budget per
@@ -92,6 +96,9 @@ REPAIR_GAP_S = 2.0
 #: short utterances inside a window, e.g. the 2nd and 4th of four repeats of one sentence in
 #: examples/audio/session_actor03.flac came back empty.
 REPAIR_CHUNK_S = 0.5
+#: Silence between chunks when their audio is packed for Whisper ("windows" strategy): enough for Whisper to
+#: hear a boundary, little enough that a 63 s conversation with 40 s of speech needs 2 windows, not 3.
+PACK_GAP_S = 2.0
 
 Strategy = Literal["windows", "per_chunk"]
 
@@ -338,17 +345,44 @@ def _model_lock(model: Any) -> threading.Lock:
         return lock
 
 
-def _speech_sample(samples: np.ndarray, chunks: Sequence[Chunk]) -> np.ndarray:
-    """Up to 30 s of the chunks' audio back to back (silence between chunks tells nothing of the language)."""
-    limit = 30 * SAMPLE_RATE
-    parts, total = [], 0
-    for c in chunks:
-        part = samples[int(c.start_s * SAMPLE_RATE):int(c.end_s * SAMPLE_RATE)][: limit - total]
+@dataclass
+class PackedSpeech:
+    """The chunks' audio back to back with ``gap_s`` of silence between them: what Whisper's 30 s windows
+    are spent on (silence between chunks costs encoder passes and tells nothing). ``starts[i]`` is where
+    chunk ``i`` begins in ``audio`` (seconds)."""
+
+    audio: np.ndarray
+    chunks: list[Chunk]
+    starts: np.ndarray
+
+    def to_file_time(self, words: Sequence[Word]) -> list[Word]:
+        """Words timed in ``audio`` -> timed in the file, each placed by its midpoint in one chunk (clipped to it)."""
+        ends = self.starts + np.array([c.end_s - c.start_s for c in self.chunks])
+        out = []
+        for w in words:  # the chunk holding the midpoint, or the nearest one (Whisper starts words early)
+            mid = 0.5 * (w.start_s + w.end_s)
+            i = int(np.argmin(np.maximum(self.starts - mid, 0.0) + np.maximum(mid - ends, 0.0)))
+            shift = self.chunks[i].start_s - float(self.starts[i])
+            out.append(_clip_word(Word(word=w.word, start_s=w.start_s + shift, end_s=w.end_s + shift,
+                                       probability=w.probability), self.chunks[i]))
+        return out
+
+
+def pack_speech(samples: np.ndarray, chunks: Sequence[Chunk], max_gap_s: float = PACK_GAP_S) -> PackedSpeech:
+    """The chunks' samples in order, the pause between two chunks shortened to at most ``max_gap_s`` of
+    silence (see :class:`PackedSpeech`)."""
+    parts, starts, at = [], [], 0
+    for i, c in enumerate(chunks):
+        part = samples[int(c.start_s * SAMPLE_RATE):int(c.end_s * SAMPLE_RATE)]
+        if i:
+            pause = min(max(c.start_s - chunks[i - 1].end_s, 0.0), max_gap_s)
+            parts.append(np.zeros(int(round(pause * SAMPLE_RATE)), dtype=np.float32))
+            at += parts[-1].size
+        starts.append(at / SAMPLE_RATE)
         parts.append(part)
-        total += len(part)
-        if total >= limit:
-            break
-    return np.concatenate(parts) if parts else samples[:limit]
+        at += part.size
+    audio = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
+    return PackedSpeech(audio=audio, chunks=list(chunks), starts=np.asarray(starts, dtype=np.float64))
 
 
 def decode_window(model: Any, mel: Any, options: Any) -> Any:
@@ -585,7 +619,7 @@ def _text(words: Sequence[Word]) -> str:
 
 
 def transcribe_chunks(model: Any, samples: np.ndarray, chunks: Sequence[Chunk], *, language: str | None = None,
-                      beam_size: int = 5, strategy: Strategy = "windows", sample_len: int | None = None,
+                      beam_size: int = 1, strategy: Strategy = "windows", sample_len: int | None = None,
                       max_compression_ratio: float | None = COMPRESSION_RATIO_THRESHOLD) -> list[ChunkTranscript]:
     """One transcript per chunk, in chunk order.
 
@@ -619,11 +653,12 @@ def transcribe_chunks(model: Any, samples: np.ndarray, chunks: Sequence[Chunk], 
         given = "en"
 
     if strategy == "windows":
-        lang, prob = (given, None) if given else detect_language(model, _speech_sample(samples, chunks))
-        span = (max(0.0, min(c.start_s for c in chunks)), min(len(samples) / SAMPLE_RATE, max(c.end_s for c in chunks)))
+        packed = pack_speech(samples, chunks)
+        # Detection and the first window see the same frames: faster-whisper encodes them once (EncodeMemo).
+        lang, prob = (given, None) if given else detect_language(model, packed.audio)
         opts: dict[str, Any] = dict(language=lang, beam_size=beam_size, sample_len=sample_len,
                                     max_compression_ratio=max_compression_ratio)
-        words = _transcribe_words(model, samples, clip=span, **opts)
+        words = packed.to_file_time(_transcribe_words(model, packed.audio, **opts))
         per_chunk_words = assign_words(words, chunks)
         if getattr(model, "emotivoice_trained", True):  # an untrained model's words are noise: no second look
             per_chunk_words = _repair_gaps(model, samples, chunks, words, per_chunk_words, opts)

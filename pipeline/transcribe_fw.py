@@ -12,6 +12,7 @@ Measured by ``python -m bench.whisper_fw`` (docs/benchmarks.md): with real weigh
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -58,6 +59,28 @@ class FasterWhisper:
         return bool(self.model.model.is_multilingual)
 
 
+class EncodeMemo:
+    """``WhisperModel.encode`` remembering its last window: language detection and the first window's
+    decoding encode the same 30 s of mel frames, so the second encode is a lookup (one encoder pass of
+    ~0.6 s saved per file on 2 CPU threads). Keyed on the frames' bytes: a different window is encoded."""
+
+    def __init__(self, model: Any):
+        self._encode = model.encode  # the bound method, before this memo shadows it on the instance
+        self._key: tuple | None = None
+        self._out: Any = None
+        self.hits = 0
+
+    def __call__(self, features: np.ndarray) -> Any:
+        arr = np.ascontiguousarray(features)
+        key = (arr.shape, str(arr.dtype), hashlib.blake2b(arr.tobytes(), digest_size=16).digest())
+        if key == self._key:
+            self.hits += 1
+            return self._out
+        out = self._encode(features)
+        self._key, self._out = key, out
+        return out
+
+
 def fw_label(target: str, config: Config) -> str:
     """The label of faster-whisper ``target`` (a packaged size or a CTranslate2 folder) on this config's device."""
     device = ctranslate2_device(resolve_device(config.device, strict=False))
@@ -93,6 +116,7 @@ def load_faster_whisper(folder: Path, label: str, *, device: str, compute_type: 
         threads = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
     model = WhisperModel(str(folder), device=device, compute_type=compute_type, cpu_threads=int(threads),
                          local_files_only=True)
+    model.encode = EncodeMemo(model)  # instance attribute: faster-whisper calls self.encode(...)
     logger.info("loaded %s from %s on %s", label, folder, device)
     return FasterWhisper(model=model, emotivoice_name=label, folder=folder, device=device, compute_type=compute_type)
 
@@ -129,10 +153,17 @@ def _load_cached(folder: str, label: str, device: str, compute: str, threads: in
 
 
 def detect_language(fw: FasterWhisper, samples: np.ndarray) -> tuple[str, float]:
-    """The language of (the first 30 s of) ``samples`` and its probability in [0, 1]."""
+    """The language of (the first 30 s of) ``samples`` and its probability in [0, 1].
+
+    The mel frames are those :func:`transcribe` gives the first window of the same ``samples`` (computed
+    over the whole signal, the last frame dropped as faster-whisper does), so that window's encoder
+    output is reused (:class:`EncodeMemo`) when ``samples`` are transcribed next."""
     audio = np.ascontiguousarray(samples, dtype=np.float32)
+    fe = fw.model.feature_extractor
     with fw._lock:
-        code, prob, _ = fw.model.detect_language(audio=audio)
+        features = fe(audio)
+        first = features[..., :max(1, min(fe.nb_max_frames, features.shape[-1] - 1))]
+        code, prob, _ = fw.model.detect_language(features=first)
     return code, float(prob)
 
 

@@ -26,7 +26,7 @@ RUN_VARIANTS = [
     dict(min_chunk_s=0.5, max_chunk_s=10.0),
     dict(chunker="energy", silence_threshold_db=-30.0),
     dict(explain="none"),
-    dict(explain="full", beam_size=1),
+    dict(explain="full", beam_size=5),
     dict(language="en", speakers="none", min_silence_ms=300),
 ]
 

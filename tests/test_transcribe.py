@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from pipeline.config import Config
@@ -334,14 +335,14 @@ def test_word_error_rate_on_read_speech(request, which, speech_clips):
 
 @pytest.mark.timeout(900)
 def test_a_long_file_keeps_its_tail(fw_base, speech_clips):
-    # The clips back to back (>= 60 s, > 2 of Whisper's 30 s windows), one chunk per clip, beam 5 as
-    # analysis runs it: the last clip's words are there, with times in the last clip, up to its end.
+    # The clips back to back (>= 60 s, > 2 of Whisper's 30 s windows), one chunk per clip, the beam
+    # analysis runs: the last clip's words are there, with times in the last clip, up to its end.
     from bench.whisper_fw import long_file, word_error_rate
 
     samples, spans = long_file(speech_clips)
     assert len(samples) / 16000 >= 60.0
     chunks = [c for c, _ in spans]
-    out = transcribe_chunks(fw_base, samples, chunks, beam_size=5)
+    out = transcribe_chunks(fw_base, samples, chunks, beam_size=Config().beam_size)
     (last, ref), tail = spans[-1], out[-1]
     assert word_error_rate([ref], [tail.text]) <= 0.25, tail.text
     assert all(last.start_s <= w.start_s <= w.end_s <= last.end_s for w in tail.words)
@@ -372,7 +373,52 @@ def test_every_utterance_of_a_recorded_session_gets_its_words(fw_base):
     audio = decode_audio(Path(__file__).resolve().parents[1] / "examples" / "audio" / "session_actor03.flac")
     chunks = chunk_speech(audio.samples, audio.sample_rate, Config()).chunks
     assert len(chunks) == 4
-    out = transcribe_chunks(fw_base, audio.samples, chunks, beam_size=5)
+    out = transcribe_chunks(fw_base, audio.samples, chunks, beam_size=Config().beam_size)
     for chunk, t in zip(chunks, out):
         assert "sitting by the door" in t.text.lower(), (chunk, t.text)
         assert all(chunk.start_s <= w.start_s <= w.end_s <= chunk.end_s for w in t.words)
+
+
+def test_packed_speech_shortens_long_pauses_and_maps_words_back_to_their_chunk():
+    from pipeline.transcribe import PACK_GAP_S, pack_speech
+
+    sr = 16000
+    samples = np.arange(100 * sr, dtype=np.float32) / (100 * sr)
+    chunks = [Chunk(1.0, 3.0), Chunk(3.5, 5.0), Chunk(60.0, 62.0)]
+    packed = pack_speech(samples, chunks)
+    # a 0.5 s pause is kept; the 55 s one is cut to PACK_GAP_S of silence
+    assert packed.starts.tolist() == pytest.approx([0.0, 2.5, 4.0 + PACK_GAP_S])
+    assert len(packed.audio) == pytest.approx((2.0 + 0.5 + 1.5 + PACK_GAP_S + 2.0) * sr, abs=2)
+    assert packed.audio[int(2.5 * sr)] == samples[int(3.5 * sr)]
+    assert not packed.audio[int(4.1 * sr):int((4.0 + PACK_GAP_S) * sr) - 1].any()
+    heard = [Word(" a", 0.2, 0.5, 0.9), Word(" b", 2.6, 3.0, 0.9), Word(" c", 4.0 + PACK_GAP_S + 0.5, 4.0 + PACK_GAP_S + 1.0, 0.9),
+             Word(" d", 4.0 + PACK_GAP_S - 0.3, 4.0 + PACK_GAP_S + 0.1, 0.9)]  # starts in the silence, as Whisper's words do
+    out = packed.to_file_time(heard)
+    assert [(w.word, w.start_s, w.end_s) for w in out] == [
+        (" a", 1.2, 1.5), (" b", 3.6, 4.0), (" c", 60.5, 61.0), (" d", 60.0, 60.1)]
+
+
+@pytest.mark.timeout(600)
+def test_a_long_pause_costs_no_window_and_detection_shares_the_first_windows_encoder_pass(fw_base, jfk_16k):
+    # jfk's three phrases with 45 s of silence after the first: the speech fits one 30 s window, so
+    # detection and decoding encode once, and every word is timed inside its own chunk.
+    from bench.whisper_fw import word_error_rate
+
+    pause = 45.0
+    cut = int(3.6 * 16000)
+    samples = np.concatenate([jfk_16k[:cut], np.zeros(int(pause * 16000), np.float32), jfk_16k[cut:]])
+    chunks = [JFK_CHUNKS[0]] + [Chunk(c.start_s + pause, c.end_s + pause) for c in JFK_CHUNKS[1:]]
+    memo = fw_base.model.encode
+    encodes, inner = [], memo._encode
+    memo._encode = lambda f: encodes.append(f.shape) or inner(f)
+    try:
+        out = transcribe_chunks(fw_base, samples, chunks)
+    finally:
+        memo._encode = inner
+    assert len(encodes) == 1, encodes
+    assert out[0].language == "en" and out[0].language_probability > 0.8
+    for chunk, t in zip(chunks, out):
+        assert t.words, chunk
+        assert all(chunk.start_s <= w.start_s <= w.end_s <= chunk.end_s for w in t.words), (chunk, t.words)
+    ref = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+    assert word_error_rate([ref], [" ".join(t.text for t in out)]) <= 0.1

@@ -20,7 +20,9 @@ Usage::
     python -m bench.whisper_head_cv --extract          # encoder statistics of all 1080 clips, cached once
     python -m bench.whisper_head_cv --pooling meanstd --speaker-norm none,all,k4,k8
     python -m bench.whisper_head_cv --timing           # encoder cost: a 3 s chunk's own frames vs 30 s window
-    python -m bench.whisper_head_cv --record pipeline/models/whisper_head --reuse   # last meanstd/none run
+    python -m bench.whisper_head_cv --test-channel telephone,noise10 --augment 0   # studio-trained head, worse channels
+    python -m bench.whisper_head_cv --test-channel telephone,noise10 --augment 2   # trained with channel augmentation
+    python -m bench.whisper_head_cv --record pipeline/models/whisper_head --reuse --augment 2   # last such run
 
 Encoder statistics are cached under ``artifacts/whisper_head/cache`` (git-ignored); results are appended
 to ``artifacts/whisper_head/cv_results.jsonl``.
@@ -61,6 +63,30 @@ def load_all(data: Path, threads: int, progress: bool = False):
     enc = load_encoder("base", _config(threads))
     x = encoder_stats(waves, enc, cache_dir=ART / "cache", progress=progress)
     return ds, dict(zip(raw.paths, raw.labels)), x
+
+
+def channel_stats(data: Path, ds, six_by_path, threads: int, *, channels: list[str], copies: int,
+                  progress: bool = False) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    """Encoder statistics of the six-class clips through each test channel ({name: (n, 2*dim)}, NaN rows for
+    clips never scored), and of ``copies`` random augmented copies of every clip (cached like the clean ones)."""
+    from pipeline.training import load_waves
+    from pipeline.training.augment import channel
+    from pipeline.training.whisper_head import augmented_stats, encoder_stats
+    from pipeline.whisper_emotion import load_encoder
+
+    if not channels and not copies:
+        return {}, []
+    waves = load_waves(ds.paths)
+    enc = load_encoder("base", _config(threads))
+    scored = [i for i, p in enumerate(ds.paths) if p in six_by_path]
+    out: dict[str, np.ndarray] = {}
+    for name in channels:
+        part = encoder_stats([channel(waves[i], name, seed=i) for i in scored], enc, cache_dir=ART / "cache",
+                             progress=progress)
+        full = np.full((len(ds), part.shape[1]), np.nan, dtype=np.float32)
+        full[scored] = part
+        out[name] = full
+    return out, augmented_stats(waves, enc, copies, cache_dir=ART / "cache", progress=progress)
 
 
 def compact_fold_uar(folds: int) -> list[float] | None:
@@ -118,7 +144,8 @@ def ece_floor(proba: np.ndarray, draws: int = 200, seed: int = 0) -> float:
     return float(np.mean(eces))
 
 
-def run_cv(ds, six_by_path, x, *, pooling: str, norm: str, folds: int, seed: int, c_grid) -> dict:
+def run_cv(ds, six_by_path, x, *, pooling: str, norm: str, folds: int, seed: int, c_grid,
+           channels: dict[str, np.ndarray] | None = None, augmented: list[np.ndarray] | None = None) -> dict:
     from pipeline.training import metrics_from_proba
     from pipeline.training.whisper_head import (HeadRecipe, expected_calibration_error, fit_head, nll,
                                                 speaker_centred, stats_for)
@@ -135,12 +162,15 @@ def run_cv(ds, six_by_path, x, *, pooling: str, norm: str, folds: int, seed: int
         te_all = np.isin(spk, test_actors)
         tr = ~te_all
         te = np.array([te_all[i] and ds.paths[i] in six_by_path for i in range(len(ds))])
-        s_tr = stats_all[tr]
+        s_tr, y_tr, spk_tr = stats_all[tr], y[tr], spk[tr]
+        for a in augmented or []:  # augmented copies of the training actors' clips, same speakers
+            s_tr = np.concatenate([s_tr, stats_for(a, pooling)[tr]])
+            y_tr, spk_tr = np.concatenate([y_tr, y[tr]]), np.concatenate([spk_tr, spk[tr]])
         if norm != "none":
-            s_tr = speaker_centred(s_tr, spk[tr])
+            s_tr = speaker_centred(s_tr, spk_tr)
         recipe = HeadRecipe(pooling=pooling, speaker_norm=norm != "none", seed=seed, c_grid=tuple(c_grid))
         t0 = time.perf_counter()
-        fit = fit_head(s_tr, y[tr], spk[tr], labels, recipe)
+        fit = fit_head(s_tr, y_tr, spk_tr, labels, recipe, scored=np.arange(len(y_tr)) < int(tr.sum()))
         s_te = stats_all[te]
         y_true = [six_by_path[ds.paths[i]] for i in np.flatnonzero(te)]
         if norm != "none":
@@ -157,6 +187,13 @@ def run_cv(ds, six_by_path, x, *, pooling: str, norm: str, folds: int, seed: int
                "ece_floor": round(ece_floor(p_cal, seed=f), 4),
                "nll_raw": round(nll(p_raw, yi), 4), "nll": round(nll(p_cal, yi), 4),
                "fit_s": round(time.perf_counter() - t0, 1)}
+        for name, xc in (channels or {}).items():  # the same held-out clips through a worse channel
+            s_ch = stats_for(xc, pooling)[te]
+            if norm != "none":
+                s_ch = _centre_test(s_ch, spk[te], fit.center, norm, rng, np.array(y_true))
+            p_ch = fit.proba(s_ch)
+            row[f"uar_{name}"] = round(metrics_from_proba(p_ch, y_true, labels).uar, 4)
+            row[f"ece_{name}"] = round(expected_calibration_error(p_ch, yi), 4)
         rows.append(row)
         probas.append((p_cal, yi))
         print(f"  fold {f} actors {test_actors}: UAR {row['uar']:.3f} ECE {row['ece_raw']:.3f}->{row['ece']:.3f} "
@@ -175,7 +212,10 @@ def run_cv(ds, six_by_path, x, *, pooling: str, norm: str, folds: int, seed: int
             "ece_pooled": round(expected_calibration_error(pooled_p, pooled_y), 4),
             "ece_floor_mean": round(float(np.mean([r["ece_floor"] for r in rows])), 4),
             "ece_floor_pooled": round(ece_floor(pooled_p), 4),
-            "nll_mean": round(float(np.mean([r["nll"] for r in rows])), 4)}
+            "nll_mean": round(float(np.mean([r["nll"] for r in rows])), 4),
+            "augmented_copies": len(augmented or []),
+            **{f"{k}_mean": round(float(np.mean([r[k] for r in rows])), 4)
+               for name in (channels or {}) for k in (f"uar_{name}", f"ece_{name}")}}
 
 
 def timing(data: Path, threads: int, repeats: int = 10) -> dict:
@@ -241,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--c-grid", default="0.003,0.01,0.03,0.1,0.3")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--test-channel", default="", help="comma-separated test channels the held-out clips are "
+                                                         "also scored through: telephone, noise10")
+    ap.add_argument("--augment", type=int, default=0, metavar="N",
+                    help="train on N random channel-augmented copies of each training clip besides the clean one")
     ap.add_argument("--extract", action="store_true", help="compute (cache) the encoder statistics, then exit")
     ap.add_argument("--timing", action="store_true")
     ap.add_argument("--record", default=None, metavar="MODEL_DIR",
@@ -256,10 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.record and args.reuse:
         saved = [json.loads(line) for line in Path(args.out).read_text().splitlines() if line.strip()]
-        match = [r for r in saved if (r["pooling"], r["speaker_norm"], r["seed"]) == (args.pooling, args.speaker_norm,
-                                                                                      args.seed)]
+        match = [r for r in saved if (r["pooling"], r["speaker_norm"], r["seed"], r.get("augmented_copies", 0))
+                 == (args.pooling, args.speaker_norm, args.seed, args.augment)]
         if not match:
-            raise SystemExit(f"--reuse: no {args.pooling}/{args.speaker_norm} seed {args.seed} run in {args.out}")
+            raise SystemExit(f"--reuse: no {args.pooling}/{args.speaker_norm} seed {args.seed} --augment {args.augment} "
+                             f"run in {args.out}")
         record(Path(args.record), match[-1], None)
         return 0
     t0 = time.perf_counter()
@@ -267,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.extract:
         print(f"encoder statistics of {len(ds)} clips: {x.shape} in {time.perf_counter() - t0:.0f} s")
         return 0
+    channels, augmented = channel_stats(data, ds, six_by_path, args.threads, progress=True, copies=args.augment,
+                                        channels=[c for c in args.test_channel.split(",") if c])
     compact = compact_fold_uar(args.folds)
     if compact:
         print(f"compact (shipped) per-fold UAR: {np.round(compact, 3).tolist()} mean {np.mean(compact):.3f}")
@@ -275,13 +322,18 @@ def main(argv: list[str] | None = None) -> int:
         for norm in args.speaker_norm.split(","):
             print(f"[{pooling} / speaker-norm {norm}]", flush=True)
             res = run_cv(ds, six_by_path, x, pooling=pooling, norm=norm, folds=args.folds, seed=args.seed,
-                         c_grid=[float(c) for c in args.c_grid.split(",")])
+                         c_grid=[float(c) for c in args.c_grid.split(",")], channels=channels,
+                         augmented=augmented)
             wins = None if not compact else sum(r["uar"] > c for r, c in zip(res["folds"], compact))
             res["beats_compact_folds"] = wins
             print(f"[{pooling} / speaker-norm {norm}] UAR {res['uar_mean']:.3f} +- {res['uar_std']:.3f}, "
                   f"ECE {res['ece_raw_mean']:.3f} -> {res['ece_mean']:.3f} (floor {res['ece_floor_mean']:.3f}; pooled "
                   f"{res['ece_pooled']:.3f}, floor {res['ece_floor_pooled']:.3f}), "
-                  f"NLL {res['nll_mean']:.3f}; better than compact on {wins} of {args.folds} folds", flush=True)
+                  f"NLL {res['nll_mean']:.3f}; better than compact on {wins} of {args.folds} folds"
+                  + "".join(f"; {name}: UAR {res[f'uar_{name}_mean']:.3f} ECE {res[f'ece_{name}_mean']:.3f}"
+                            for name in channels)
+                  + (f" (trained with {args.augment} augmented cop{'y' if args.augment == 1 else 'ies'})"
+                     if args.augment else ""), flush=True)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             with open(args.out, "a") as fh:
                 fh.write(json.dumps(res) + "\n")

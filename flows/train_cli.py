@@ -48,6 +48,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="whisper: the Whisper encoder (packaged size base/tiny.en, or a CTranslate2 folder)")
     parser.add_argument("--speaker-norm", action="store_true",
                         help="whisper: train on per-speaker centred statistics (use needs several chunks per speaker)")
+    parser.add_argument("--augment", type=int, default=0, metavar="N",
+                        help="whisper: also train on N random channel-augmented copies of each clip (band limits, "
+                             "noise, gain; docs/whisper_emotion.md)")
     parser.add_argument("--base", default=None, help="HuBERT base checkpoint (id or path) for --arch hubert")
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"maximum epochs (default {d.epochs} for compact, 10 for hubert)")
@@ -147,7 +150,8 @@ def _whisper_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     from pipeline.training.whisper_head import HeadRecipe
 
     return {"encoder": args.encoder, "config": load_config(),
-            "head_recipe": HeadRecipe(speaker_norm=bool(args.speaker_norm), seed=args.seed)}
+            "head_recipe": HeadRecipe(speaker_norm=bool(args.speaker_norm), augment=max(0, int(args.augment)),
+                                      seed=args.seed)}
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -213,6 +213,46 @@ def test_train_accepts_several_manifests_and_keeps_their_speakers_apart(ravdess_
     assert res.n_clips == six_count(manifest_emotions(a)) + six_count(manifest_emotions(b))
 
 
+def _band_db(x: np.ndarray, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1 / 16000)
+    return 10 * np.log10(spec[(f >= lo) & (f < hi)].sum() + 1e-20)
+
+
+def test_test_channels_sound_like_their_names_and_are_the_same_every_time(ravdess_dir):
+    from pipeline.audio import decode_audio
+    from pipeline.training.augment import augment, channel
+
+    x = decode_audio(next(iter(sorted(ravdess_dir.glob("Actor_01/*.flac"))))).samples
+    phone = channel(x, "telephone")
+    assert phone.shape == x.shape and np.array_equal(phone, channel(x, "telephone"))
+    # the narrowband channel keeps speech's 300-3400 Hz and loses what is above 4 kHz
+    assert _band_db(phone, 4500, 8000) < _band_db(x, 4500, 8000) - 15
+    assert abs(_band_db(phone, 800, 3000) - _band_db(x, 800, 3000)) < 3
+    noisy = channel(x, "noise10")
+    snr = 10 * np.log10(np.mean(x ** 2) / np.mean((noisy - x) ** 2))
+    assert 9.0 < snr < 11.0
+    assert np.array_equal(augment(x, 7), augment(x, 7)) and not np.array_equal(augment(x, 7), augment(x, 8))
+    with pytest.raises(ValueError, match="unknown channel 'radio'"):
+        channel(x, "radio")
+
+
+def test_train_with_augment_records_it_and_learns_from_the_copies(ravdess_dir, cli_env, head_config):
+    from pipeline.training import train
+    from pipeline.training.whisper_head import HeadRecipe
+
+    tmp = cli_env
+    m = _subset(ravdess_dir, tmp / "two.csv", {1, 2})
+    plain = train([ravdess_dir], [m], None, arch="whisper", cache_dir=tmp / "cache", progress=False,
+                  config=head_config)
+    aug = train([ravdess_dir], [m], tmp / "aug", arch="whisper", cache_dir=tmp / "cache", progress=False,
+                config=head_config, head_recipe=HeadRecipe(augment=1))
+    assert aug.n_clips == plain.n_clips and aug.speakers == plain.speakers == ["1", "2"]
+    doc = json.loads((tmp / "aug" / "config.json").read_text())
+    assert doc["recipe"]["augment"] == 1
+    assert not np.allclose(aug.model.weight, plain.model.weight)
+
+
 def test_mismatched_data_and_manifest_counts_are_refused(tmp_path):
     from pipeline.training import pair_manifests
 

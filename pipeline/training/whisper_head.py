@@ -123,6 +123,17 @@ def encoder_stats(waves: Sequence[np.ndarray], encoder: Any, *, cache_dir: str |
     return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
 
+def augmented_stats(waves: Sequence[np.ndarray], encoder: Any, copies: int, *,
+                    cache_dir: str | Path | None = None, progress: bool = False) -> list[np.ndarray]:
+    """:func:`encoder_stats` of ``copies`` random channel-augmented copies of every clip
+    (:func:`pipeline.training.augment.augment`; copy ``k`` of clip ``i`` is seeded by ``(k, i)``, so the copies,
+    and their cache entries, are the same from run to run)."""
+    from pipeline.training.augment import augment
+
+    return [encoder_stats([augment(w, seed=1_000_003 * (k + 1) + i) for i, w in enumerate(waves)], encoder,
+                          cache_dir=cache_dir, progress=progress) for k in range(copies)]
+
+
 def stats_for(pooled_meanstd: np.ndarray, pooling: str) -> np.ndarray:
     """Cached [mean h, mean h^2] rows -> the statistics a head with ``pooling`` reads."""
     from pipeline.whisper_emotion import pooled_stats
@@ -155,6 +166,9 @@ class HeadRecipe:
         c_grid: candidate inverse L2 strengths of the logistic regression (chosen by inner CV).
         inner_groups: speaker groups of the inner cross-validation (C choice and temperature).
         speaker_norm: train on per-speaker centred statistics (needs several chunks per speaker at use).
+        augment: random channel-augmented copies of each clip trained on besides the clean one (band limits,
+            noise, gain: :mod:`pipeline.training.augment`); each copy keeps its clip's speaker, so inner CV
+            never sees a speaker's copy while holding that speaker out.
         class_weight: 'balanced' (each class weighs the same in the loss) or None.
         max_iter: L-BFGS iterations.
         seed: inner speaker grouping.
@@ -164,6 +178,7 @@ class HeadRecipe:
     c_grid: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3)
     inner_groups: int = 5
     speaker_norm: bool = False
+    augment: int = 0
     class_weight: str | None = "balanced"
     max_iter: int = 2000
     seed: int = 0
@@ -256,13 +271,15 @@ def _uar(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
 
 
 def fit_head(stats: np.ndarray, y: np.ndarray, speakers: Sequence[str], labels: Sequence[str],
-             recipe: HeadRecipe | None = None) -> HeadFit:
+             recipe: HeadRecipe | None = None, scored: np.ndarray | None = None) -> HeadFit:
     """Fit the head on training speakers only: C and the temperature from inner speaker-independent CV.
 
     Args:
         stats: (n, S) statistics (already speaker-centred when ``recipe.speaker_norm``).
         y: (n,) class indices into ``labels``.
         speakers: (n,) speaker ids; the inner folds split speakers, never a speaker's clips.
+        scored: (n,) bool, the rows the inner CV scores (C) and calibrates on (T); None = all. Augmented
+            copies are trained on but not scored: C and T are chosen on the recordings as they are.
     """
     from pipeline.training.validation import speaker_groups
 
@@ -274,6 +291,8 @@ def fit_head(stats: np.ndarray, y: np.ndarray, speakers: Sequence[str], labels: 
     groups = speaker_groups(list(spk), min(recipe.inner_groups, len(set(spk))), recipe.seed)
     inner: dict[str, Any] = {"groups": groups, "uar_by_c": {}}
     oof_by_c: dict[float, np.ndarray] = {}
+    keep = np.ones(len(y), dtype=bool) if scored is None else np.asarray(scored, dtype=bool)
+    y_all = y
     if len(groups) >= 2:
         for c in recipe.c_grid:
             oof = np.zeros((len(y), k))
@@ -282,10 +301,10 @@ def fit_head(stats: np.ndarray, y: np.ndarray, speakers: Sequence[str], labels: 
                 center, scale = _standardise(stats[~te])
                 w, b = _fit_lr((stats[~te] - center) / scale, y[~te], c, recipe, k)
                 oof[te] = ((stats[te] - center) / scale) @ w.T + b
-            oof_by_c[c] = oof
-            inner["uar_by_c"][str(c)] = round(_uar(y, oof.argmax(1), k), 4)
+            oof_by_c[c] = oof[keep]
+            inner["uar_by_c"][str(c)] = round(_uar(y[keep], oof[keep].argmax(1), k), 4)
         best_c = max(recipe.c_grid, key=lambda c: (inner["uar_by_c"][str(c)], -c))
-        oof = oof_by_c[best_c]
+        oof, y = oof_by_c[best_c], y[keep]
         temperature = fit_temperature(oof, y)
         inner.update(
             uar=inner["uar_by_c"][str(best_c)],
@@ -297,7 +316,7 @@ def fit_head(stats: np.ndarray, y: np.ndarray, speakers: Sequence[str], labels: 
         inner["note"] = "a single speaker: C not tuned, temperature 1 (uncalibrated)"
         log.warning("whisper head: one training speaker only; C not tuned and the scores are not calibrated")
     center, scale = _standardise(stats)
-    w, b = _fit_lr((stats - center) / scale, y, best_c, recipe, k)
+    w, b = _fit_lr((stats - center) / scale, y_all, best_c, recipe, k)
     return HeadFit(labels=list(labels), weight=w, bias=b, center=center, scale=scale, temperature=temperature,
                    c=float(best_c), inner=inner)
 
@@ -331,11 +350,16 @@ def train_whisper_arrays(waves: Sequence[np.ndarray], data, out_dir: str | Path 
     encoder = encoder if encoder is not None else load_encoder(encoder_name, config, compute_type=compute)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     raw = encoder_stats(waves, encoder, cache_dir=cache, progress=progress)
+    copies = 1 + int(recipe.augment)
+    if recipe.augment:
+        raw = np.concatenate([raw, *augmented_stats(waves, encoder, recipe.augment, cache_dir=cache,
+                                                    progress=progress)])
+    speakers = list(data.speakers) * copies
     stats = stats_for(raw, recipe.pooling)
     if recipe.speaker_norm:
-        stats = speaker_centred(stats, data.speakers)
-    y = np.array([present.index(lab) for lab in data.labels])
-    fit = fit_head(stats, y, data.speakers, present, recipe)
+        stats = speaker_centred(stats, speakers)
+    y = np.array([present.index(lab) for lab in data.labels] * copies)
+    fit = fit_head(stats, y, speakers, present, recipe, scored=np.arange(len(y)) < len(data))
     dim = raw.shape[1] // 2
     cfg = WhisperHeadConfig(encoder=encoder_name, compute_type=compute, pooling=recipe.pooling, dim=dim,
                             labels=tuple(present), temperature=fit.temperature, speaker_norm=recipe.speaker_norm)

@@ -134,9 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             r = np.array(rows[(beam, name)])
             sec, whole, attributed = r.mean(axis=0)
             base = base or (sec, attributed)
+            ratio = f"{attributed / base[1]:.2f}x" if base[1] > 0 else "n/a (no error at the baseline)"
             print(f"{name:<10} {beam:>4} {total / r[:, 0].sum():6.1f} {whole:6.3f} {attributed:15.3f} "
-                  f"{r[:, 2].max():6.3f}   (time {sec / base[0]:.2f}x, attributed WER "
-                  f"{attributed / max(base[1], 1e-9):.2f}x of file span at beam {beam})")
+                  f"{r[:, 2].max():6.3f}   (time {sec / base[0]:.2f}x, attributed WER {ratio} of file span "
+                  f"at beam {beam})")
     return 0
 
 

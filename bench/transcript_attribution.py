@@ -8,7 +8,7 @@ transcribes it with faster-whisper base (the packaged weights, int8, language de
 - ``file span`` (the baseline, the analysis before packing): Whisper's 30 s windows from the first chunk's
   start to the last chunk's end, words handed to chunks by midpoint, wordless stretches decoded again;
 - ``packed``: what the analysis runs now (:func:`pipeline.transcribe.transcribe_chunks`): the chunks' audio
-  back to back with ``PACK_GAP_S`` of silence between them, so pauses cost no encoder passes.
+  back to back, pauses cut to ``pipeline.words.PACK_GAP_S``, so long pauses cost no encoder passes.
 
 Printed per strategy and beam, as means over ``--seeds`` conversations (different clips and pauses; Whisper
 skipping or misplacing one repeated short sentence moves a single conversation's figure a lot): x real time,
@@ -65,13 +65,14 @@ def conversation(seconds: float, seed: int = 0) -> tuple[np.ndarray, list[tuple[
 def file_span(model, samples, chunks, *, beam_size: int):
     """The analysis before packing: Whisper over [first chunk start, last chunk end] (baseline)."""
     from pipeline import transcribe as tr
+    from pipeline.words import assign_words, pack_speech
 
-    lang, _ = tr.detect_language(model, tr.pack_speech(samples, chunks, 0.0).audio[: 30 * 16000])
+    lang, _ = tr.detect_language(model, pack_speech(samples, chunks, 0.0).audio[: 30 * 16000])
     span = (max(0.0, chunks[0].start_s), min(len(samples) / 16000, chunks[-1].end_s))
     opts = dict(language=lang, beam_size=beam_size, sample_len=None,
                 max_compression_ratio=tr.COMPRESSION_RATIO_THRESHOLD)
     words = tr._transcribe_words(model, samples, clip=span, **opts)
-    per_chunk = tr.assign_words(words, chunks)
+    per_chunk = assign_words(words, chunks)
     return tr._repair_gaps(model, samples, chunks, words, per_chunk, opts)
 
 

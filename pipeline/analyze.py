@@ -35,7 +35,7 @@ from pipeline.types import (
 logger = logging.getLogger(__name__)
 
 #: Bump when a change of code alters stored results (part of the idempotency key).
-PIPELINE_VERSION = "2"  # 2: Whisper decodes the chunks' speech packed (pipeline.transcribe.pack_speech)
+PIPELINE_VERSION = "2"  # 2: Whisper decodes the chunks' speech packed (pipeline.words.pack_speech)
 
 
 def settings_for(config: Config, emotion_name: str, whisper_name: str | None, *, live: bool = False,

@@ -12,7 +12,7 @@ or ``'none: faster-whisper base weights: not installed ...'`` when 'auto' finds 
 
 Whisper pads every call to 30 s of audio, so transcribing each short chunk on its own spends most
 of the encoder's work on padding. The default ``strategy="windows"`` therefore transcribes the chunks'
-speech packed back to back (:func:`pack_speech`: pauses between chunks shortened to ``PACK_GAP_S``, 2 s,
+speech packed back to back (:func:`pipeline.words.pack_speech`: pauses between chunks shortened to ``PACK_GAP_S``, 2 s,
 so silence costs no windows) in Whisper's own 30 s windows with word timestamps, maps the words back to
 file time and hands each chunk the words whose midpoint falls inside it. Language detection encodes the
 same first window that decoding starts with, so faster-whisper encodes it once
@@ -73,6 +73,7 @@ from pipeline.model_cache import shared_while_used
 from pipeline.runtime import SAMPLE_RATE, hub_offline, resolve_device
 from pipeline.transcribe_fw import FW_PREFIX, WHY, fw_label
 from pipeline.types import Chunk, ModelUnavailableError, Word
+from pipeline.words import assign_words, clip_word, pack_speech, wordless_stretches
 
 logger = logging.getLogger(__name__)
 
@@ -84,21 +85,7 @@ CPU_AUTO_MODEL = "base"
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOGPROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
-#: A word whose midpoint lies in a gap between chunks goes to the nearest chunk within this many
-#: seconds (Whisper's word timestamps jitter by about a tenth of a second); farther ones are dropped.
-EDGE_TOLERANCE_S = 0.3
 _DOWNLOAD_HOST_TIMEOUT_S = 3.0
-#: A stretch of a speech chunk at least this long without a word (trained models, "windows" strategy)
-#: is decoded again on its own (:func:`_repair_gaps`). Chunks end at 0.5 s of silence, so speech
-#: rarely pauses this long inside one; a wordless stretch there is a window Whisper cut short.
-REPAIR_GAP_S = 2.0
-#: A whole speech chunk at least this long that got no word is decoded again on its own: Whisper skips
-#: short utterances inside a window, e.g. the 2nd and 4th of four repeats of one sentence in
-#: examples/audio/session_actor03.flac came back empty.
-REPAIR_CHUNK_S = 0.5
-#: Silence between chunks when their audio is packed for Whisper ("windows" strategy): enough for Whisper to
-#: hear a boundary, little enough that a 63 s conversation with 40 s of speech needs 2 windows, not 3.
-PACK_GAP_S = 2.0
 
 Strategy = Literal["windows", "per_chunk"]
 
@@ -345,46 +332,6 @@ def _model_lock(model: Any) -> threading.Lock:
         return lock
 
 
-@dataclass
-class PackedSpeech:
-    """The chunks' audio back to back with ``gap_s`` of silence between them: what Whisper's 30 s windows
-    are spent on (silence between chunks costs encoder passes and tells nothing). ``starts[i]`` is where
-    chunk ``i`` begins in ``audio`` (seconds)."""
-
-    audio: np.ndarray
-    chunks: list[Chunk]
-    starts: np.ndarray
-
-    def to_file_time(self, words: Sequence[Word]) -> list[Word]:
-        """Words timed in ``audio`` -> timed in the file, each placed by its midpoint in one chunk (clipped to it)."""
-        ends = self.starts + np.array([c.end_s - c.start_s for c in self.chunks])
-        out = []
-        for w in words:  # the chunk holding the midpoint, or the nearest one (Whisper starts words early)
-            mid = 0.5 * (w.start_s + w.end_s)
-            i = int(np.argmin(np.maximum(self.starts - mid, 0.0) + np.maximum(mid - ends, 0.0)))
-            shift = self.chunks[i].start_s - float(self.starts[i])
-            out.append(_clip_word(Word(word=w.word, start_s=w.start_s + shift, end_s=w.end_s + shift,
-                                       probability=w.probability), self.chunks[i]))
-        return out
-
-
-def pack_speech(samples: np.ndarray, chunks: Sequence[Chunk], max_gap_s: float = PACK_GAP_S) -> PackedSpeech:
-    """The chunks' samples in order, the pause between two chunks shortened to at most ``max_gap_s`` of
-    silence (see :class:`PackedSpeech`)."""
-    parts, starts, at = [], [], 0
-    for i, c in enumerate(chunks):
-        part = samples[int(c.start_s * SAMPLE_RATE):int(c.end_s * SAMPLE_RATE)]
-        if i:
-            pause = min(max(c.start_s - chunks[i - 1].end_s, 0.0), max_gap_s)
-            parts.append(np.zeros(int(round(pause * SAMPLE_RATE)), dtype=np.float32))
-            at += parts[-1].size
-        starts.append(at / SAMPLE_RATE)
-        parts.append(part)
-        at += part.size
-    audio = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
-    return PackedSpeech(audio=audio, chunks=list(chunks), starts=np.asarray(starts, dtype=np.float64))
-
-
 def decode_window(model: Any, mel: Any, options: Any) -> Any:
     """``whisper.decode`` for one window, with beam search's cross-attention made ~6x cheaper on CPU.
 
@@ -544,53 +491,6 @@ def _words(segments: list[dict], offset_s: float) -> list[Word]:
     return out
 
 
-def _clip_word(w: Word, chunk: Chunk) -> Word:
-    start = min(max(w.start_s, chunk.start_s), chunk.end_s)
-    end = min(max(w.end_s, start), chunk.end_s)
-    return Word(word=w.word, start_s=round(start, 3), end_s=round(end, 3), probability=w.probability)
-
-
-def assign_words(words: Sequence[Word], chunks: Sequence[Chunk],
-                 tolerance_s: float = EDGE_TOLERANCE_S) -> list[list[Word]]:
-    """Give each chunk the words whose midpoint lies inside it (times clipped to the chunk).
-
-    A midpoint in a gap goes to the nearest chunk when it is at most ``tolerance_s`` away; words
-    farther from every chunk (Whisper hearing something in the silence between chunks) are dropped.
-    """
-    out: list[list[Word]] = [[] for _ in chunks]
-    for w in words:
-        mid = 0.5 * (w.start_s + w.end_s)
-        best, best_d = None, math.inf
-        for i, c in enumerate(chunks):
-            d = 0.0 if c.start_s <= mid <= c.end_s else min(abs(mid - c.start_s), abs(mid - c.end_s))
-            if d < best_d:
-                best, best_d = i, d
-        if best is not None and best_d <= tolerance_s:
-            out[best].append(_clip_word(w, chunks[best]))
-    return out
-
-
-def wordless_stretches(chunks: Sequence[Chunk], per_chunk_words: Sequence[Sequence[Word]],
-                       min_gap_s: float = REPAIR_GAP_S,
-                       min_chunk_s: float = REPAIR_CHUNK_S) -> list[tuple[float, float]]:
-    """Stretches inside speech chunks with no word in them: a whole chunk of at least ``min_chunk_s`` that
-    got no word, or a stretch of at least ``min_gap_s`` at a chunk's start, between its words or at its end."""
-    out: list[tuple[float, float]] = []
-    for c, ws in zip(chunks, per_chunk_words):
-        if not ws:
-            if c.end_s - c.start_s >= min_chunk_s:
-                out.append((c.start_s, c.end_s))
-            continue
-        t = c.start_s
-        for w in ws:
-            if w.start_s - t >= min_gap_s:
-                out.append((t, w.start_s))
-            t = max(t, w.end_s)
-        if c.end_s - t >= min_gap_s:
-            out.append((t, c.end_s))
-    return out
-
-
 def _repair_gaps(model: Any, samples: np.ndarray, chunks: Sequence[Chunk], words: list[Word],
                  per_chunk_words: list[list[Word]], opts: dict[str, Any]) -> list[list[Word]]:
     """Decode each wordless stretch of speech on its own and add the words heard there.
@@ -631,7 +531,7 @@ def transcribe_chunks(model: Any, samples: np.ndarray, chunks: Sequence[Chunk], 
             per file from up to 30 s of the chunks' speech ("windows"), or per chunk ("per_chunk").
         beam_size: beams at temperature 0 (1 = greedy).
         strategy: "windows" (Whisper's 30 s windows over the file, words split by midpoint; a wordless
-            stretch of ``REPAIR_GAP_S`` or more inside a chunk is decoded again on its own) or
+            stretch of ``pipeline.words.REPAIR_GAP_S`` or more inside a chunk is decoded again on its own) or
             "per_chunk" (one decode per chunk).
         sample_len: most tokens decoded per window (Whisper's default: 224); None keeps the default.
         max_compression_ratio: skip windows whose text is more repetitive than this (a repetition
@@ -674,6 +574,6 @@ def transcribe_chunks(model: Any, samples: np.ndarray, chunks: Sequence[Chunk], 
         lang, prob = (given, None) if given else detect_language(model, audio)
         words = _transcribe_words(model, audio, language=lang, beam_size=beam_size, sample_len=sample_len,
                                   max_compression_ratio=max_compression_ratio, offset_s=c.start_s)
-        ws = [_clip_word(w, c) for w in words]
+        ws = [clip_word(w, c) for w in words]
         out.append(ChunkTranscript(text=_text(ws), language=lang, language_probability=prob, words=ws))
     return out

@@ -10,13 +10,13 @@ from pipeline.transcribe import (
     CPU_AUTO_MODEL,
     GPU_AUTO_MODEL,
     ChunkTranscript,
-    assign_words,
     decode_window,
     load_whisper,
     resolve_whisper_name,
     transcribe_chunks,
 )
 from pipeline.types import Chunk, ModelUnavailableError, Word
+from pipeline.words import assign_words
 
 CPU = Config(device="cpu")
 #: Three speech regions of jfk.flac (11 s), with gaps between them.
@@ -353,7 +353,7 @@ def test_a_long_file_keeps_its_tail(fw_base, speech_clips):
 
 
 def test_wordless_stretches_are_whole_wordless_chunks_and_long_gaps_between_words():
-    from pipeline.transcribe import wordless_stretches
+    from pipeline.words import wordless_stretches
 
     chunks = [Chunk(0.0, 1.8), Chunk(3.0, 3.3), Chunk(5.0, 10.0)]
     words = [[], [], [Word(" one", 5.1, 5.5, 0.9), Word(" two", 8.0, 8.4, 0.9)]]
@@ -380,7 +380,7 @@ def test_every_utterance_of_a_recorded_session_gets_its_words(fw_base):
 
 
 def test_packed_speech_shortens_long_pauses_and_maps_words_back_to_their_chunk():
-    from pipeline.transcribe import PACK_GAP_S, pack_speech
+    from pipeline.words import PACK_GAP_S, pack_speech
 
     sr = 16000
     samples = np.arange(100 * sr, dtype=np.float32) / (100 * sr)

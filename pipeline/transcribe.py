@@ -15,8 +15,8 @@ of the encoder's work on padding. The default ``strategy="windows"`` therefore t
 speech packed back to back (:func:`pipeline.words.pack_speech`: pauses between chunks shortened to ``PACK_GAP_S``, 2 s,
 so silence costs no windows) in Whisper's own 30 s windows with word timestamps, maps the words back to
 file time and hands each chunk the words whose midpoint falls inside it. Language detection encodes the
-same first window that decoding starts with, so faster-whisper encodes it once
-(:class:`pipeline.transcribe_fw.EncodeMemo`). ``strategy="per_chunk"`` decodes each chunk on its own (one
+same first window that decoding starts with, so faster-whisper computes its frames and encodes them once
+(:class:`pipeline.transcribe_fw.FeaturesMemo`, :class:`pipeline.transcribe_fw.EncodeMemo`). ``strategy="per_chunk"`` decodes each chunk on its own (one
 call per chunk); it is kept for comparison. ``python -m bench.transcript_attribution`` compares packing
 with decoding the file's whole span (the analysis before), words scored in the clip they were put in.
 

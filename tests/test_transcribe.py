@@ -399,7 +399,7 @@ def test_packed_speech_shortens_long_pauses_and_maps_words_back_to_their_chunk()
 
 
 @pytest.mark.timeout(600)
-def test_a_long_pause_costs_no_window_and_detection_shares_the_first_windows_encoder_pass(fw_base, jfk_16k):
+def test_a_long_pause_costs_no_window_and_detection_shares_the_first_windows_frames_and_encoder_pass(fw_base, jfk_16k):
     # jfk's three phrases with 45 s of silence after the first: the speech fits one 30 s window, so
     # detection and decoding encode once, and every word is timed inside its own chunk.
     from bench.whisper_fw import word_error_rate
@@ -408,14 +408,26 @@ def test_a_long_pause_costs_no_window_and_detection_shares_the_first_windows_enc
     cut = int(3.6 * 16000)
     samples = np.concatenate([jfk_16k[:cut], np.zeros(int(pause * 16000), np.float32), jfk_16k[cut:]])
     chunks = [JFK_CHUNKS[0]] + [Chunk(c.start_s + pause, c.end_s + pause) for c in JFK_CHUNKS[1:]]
-    memo = fw_base.model.encode
-    encodes, inner = [], memo._encode
+    class Counting:  # the extractor, counting its calls
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __call__(self, x, **kw):
+            self.calls += 1
+            return self.inner(x, **kw)
+
+    memo, mels = fw_base.model.encode, fw_base.model.feature_extractor
+    encodes, inner, inner_mel = [], memo._encode, mels._extractor
     memo._encode = lambda f: encodes.append(f.shape) or inner(f)
+    mels._extractor = counting = Counting(inner_mel)
     try:
         out = transcribe_chunks(fw_base, samples, chunks)
     finally:
-        memo._encode = inner
-    assert len(encodes) == 1, encodes
+        memo._encode, mels._extractor = inner, inner_mel
+    assert len(encodes) == 1 and counting.calls == 1, (encodes, counting.calls)
     assert out[0].language == "en" and out[0].language_probability > 0.8
     for chunk, t in zip(chunks, out):
         assert t.words, chunk

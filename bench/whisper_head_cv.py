@@ -52,7 +52,8 @@ def _config(threads: int):
 
 
 def load_all(data: Path, threads: int, progress: bool = False):
-    """(LabelledSet with calm as neutral, six-class test labels by path, [mean h, mean h^2] per clip)."""
+    """(LabelledSet with calm as neutral, six-class test labels by path, [mean h, mean h^2] per clip, the
+    decoded clips)."""
     from pipeline.training import load_waves, read_manifest
     from pipeline.training.whisper_head import encoder_stats
     from pipeline.whisper_emotion import load_encoder
@@ -62,21 +63,19 @@ def load_all(data: Path, threads: int, progress: bool = False):
     waves = load_waves(ds.paths, progress=progress)
     enc = load_encoder("base", _config(threads))
     x = encoder_stats(waves, enc, cache_dir=ART / "cache", progress=progress)
-    return ds, dict(zip(raw.paths, raw.labels)), x
+    return ds, dict(zip(raw.paths, raw.labels)), x, waves
 
 
-def channel_stats(data: Path, ds, six_by_path, threads: int, *, channels: list[str], copies: int,
+def channel_stats(ds, waves, six_by_path, threads: int, *, channels: list[str], copies: int,
                   progress: bool = False) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
     """Encoder statistics of the six-class clips through each test channel ({name: (n, 2*dim)}, NaN rows for
     clips never scored), and of ``copies`` random augmented copies of every clip (cached like the clean ones)."""
-    from pipeline.training import load_waves
     from pipeline.training.augment import channel
     from pipeline.training.whisper_head import augmented_stats, encoder_stats
     from pipeline.whisper_emotion import load_encoder
 
     if not channels and not copies:
         return {}, []
-    waves = load_waves(ds.paths)
     enc = load_encoder("base", _config(threads))
     scored = [i for i, p in enumerate(ds.paths) if p in six_by_path]
     out: dict[str, np.ndarray] = {}
@@ -308,11 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         record(Path(args.record), match[-1], None)
         return 0
     t0 = time.perf_counter()
-    ds, six_by_path, x = load_all(data, args.threads, progress=args.extract)
+    ds, six_by_path, x, waves = load_all(data, args.threads, progress=args.extract)
     if args.extract:
         print(f"encoder statistics of {len(ds)} clips: {x.shape} in {time.perf_counter() - t0:.0f} s")
         return 0
-    channels, augmented = channel_stats(data, ds, six_by_path, args.threads, progress=True, copies=args.augment,
+    channels, augmented = channel_stats(ds, waves, six_by_path, args.threads, progress=True, copies=args.augment,
                                         channels=[c for c in args.test_channel.split(",") if c])
     compact = compact_fold_uar(args.folds)
     if compact:

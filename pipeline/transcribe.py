@@ -16,7 +16,7 @@ speech packed back to back (:func:`pipeline.words.pack_speech`: pauses between c
 so silence costs no windows) in Whisper's own 30 s windows with word timestamps, maps the words back to
 file time and hands each chunk the words whose midpoint falls inside it. Language detection encodes the
 same first window that decoding starts with, so faster-whisper computes its frames and encodes them once
-(:class:`pipeline.transcribe_fw.FeaturesMemo`, :class:`pipeline.transcribe_fw.EncodeMemo`). ``strategy="per_chunk"`` decodes each chunk on its own (one
+(:class:`pipeline.transcribe_fw.LastCallMemo`). ``strategy="per_chunk"`` decodes each chunk on its own (one
 call per chunk); it is kept for comparison. ``python -m bench.transcript_attribution`` compares packing
 with decoding the file's whole span (the analysis before), words scored in the clip they were put in.
 
@@ -554,7 +554,7 @@ def transcribe_chunks(model: Any, samples: np.ndarray, chunks: Sequence[Chunk], 
 
     if strategy == "windows":
         packed = pack_speech(samples, chunks)
-        # Detection and the first window see the same frames: faster-whisper encodes them once (EncodeMemo).
+        # Detection and the first window see the same frames: faster-whisper computes and encodes them once (LastCallMemo).
         lang, prob = (given, None) if given else detect_language(model, packed.audio)
         opts: dict[str, Any] = dict(language=lang, beam_size=beam_size, sample_len=sample_len,
                                     max_compression_ratio=max_compression_ratio)

@@ -59,53 +59,39 @@ class FasterWhisper:
         return bool(self.model.model.is_multilingual)
 
 
-class EncodeMemo:
-    """``WhisperModel.encode`` remembering its last window: language detection and the first window's
-    decoding encode the same 30 s of mel frames, so the second encode is a lookup (one encoder pass of
-    ~0.6 s saved per file on 2 CPU threads). Keyed on the frames' bytes: a different window is encoded."""
+class LastCallMemo:
+    """A function of one array (and keywords) that remembers its last call, keyed on the array's bytes.
 
-    def __init__(self, model: Any):
-        self._encode = model.encode  # the bound method, before this memo shadows it on the instance
+    faster-whisper's language detection and its first decoding window compute the same log-mel frames of
+    the whole signal (their normalisation depends on its loudest frame; ~2 ms per second of audio) and
+    encode the same first 30 s of them (one encoder pass, ~0.6 s on 2 CPU threads). Wrapping
+    ``WhisperModel.feature_extractor`` and ``WhisperModel.encode`` in this makes the second call a lookup.
+    A different array is computed as usual. Other attributes are the wrapped object's.
+    """
+
+    def __init__(self, fn: Any):
+        self._fn = fn
         self._key: tuple | None = None
         self._out: Any = None
         self.hits = 0
 
-    def __call__(self, features: np.ndarray) -> Any:
-        arr = np.ascontiguousarray(features)
-        key = (arr.shape, str(arr.dtype), hashlib.blake2b(arr.tobytes(), digest_size=16).digest())
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fn, name)
+
+    def forget(self) -> None:
+        """Drop the remembered result (an hour of audio is ~115 MB of mel frames)."""
+        self._key = self._out = None
+
+    def __call__(self, array: np.ndarray, **kwargs: Any) -> Any:
+        arr = np.ascontiguousarray(array)
+        key = (arr.shape, str(arr.dtype), tuple(sorted(kwargs.items())),
+               hashlib.blake2b(arr.tobytes(), digest_size=16).digest())
         if key == self._key:
             self.hits += 1
             return self._out
-        out = self._encode(features)
+        out = self._fn(array, **kwargs)
         self._key, self._out = key, out
         return out
-
-
-class FeaturesMemo:
-    """faster-whisper's ``FeatureExtractor`` remembering its last signal's log-mel frames: language detection
-    needs the frames of the whole signal (their normalisation depends on its loudest frame), and transcription
-    computes them again (~2 ms per second of audio). Other attributes are the extractor's."""
-
-    def __init__(self, extractor: Any):
-        self._extractor = extractor
-        self._key: tuple | None = None
-        self._out: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._extractor, name)
-
-    def forget(self) -> None:
-        """Drop the remembered frames (an hour of audio is ~115 MB of them)."""
-        self._key = self._out = None
-
-    def __call__(self, waveform: np.ndarray, padding: int = 160, chunk_length: int | None = None) -> Any:
-        arr = np.ascontiguousarray(waveform)
-        key = (arr.shape, str(arr.dtype), padding, chunk_length,
-               hashlib.blake2b(arr.tobytes(), digest_size=16).digest())
-        if key != self._key:
-            self._out = self._extractor(waveform, padding=padding, chunk_length=chunk_length)
-            self._key = key
-        return self._out
 
 
 def fw_label(target: str, config: Config) -> str:
@@ -143,8 +129,9 @@ def load_faster_whisper(folder: Path, label: str, *, device: str, compute_type: 
         threads = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
     model = WhisperModel(str(folder), device=device, compute_type=compute_type, cpu_threads=int(threads),
                          local_files_only=True)
-    model.encode = EncodeMemo(model)  # instance attribute: faster-whisper calls self.encode(...)
-    model.feature_extractor = FeaturesMemo(model.feature_extractor)
+    # Instance attributes: faster-whisper calls self.encode(...) and self.feature_extractor(...).
+    model.encode = LastCallMemo(model.encode)
+    model.feature_extractor = LastCallMemo(model.feature_extractor)
     logger.info("loaded %s from %s on %s", label, folder, device)
     return FasterWhisper(model=model, emotivoice_name=label, folder=folder, device=device, compute_type=compute_type)
 
@@ -184,12 +171,12 @@ def detect_language(fw: FasterWhisper, samples: np.ndarray) -> tuple[str, float]
     """The language of (the first 30 s of) ``samples`` and its probability in [0, 1].
 
     The mel frames are those :func:`transcribe` gives the first window of the same ``samples`` (computed
-    over the whole signal, the last frame dropped as faster-whisper does), so that window's encoder
-    output is reused (:class:`EncodeMemo`) when ``samples`` are transcribed next."""
+    over the whole signal, the last frame dropped as faster-whisper does), so the frames and that window's
+    encoder output are reused (:class:`LastCallMemo`) when ``samples`` are transcribed next."""
     audio = np.ascontiguousarray(samples, dtype=np.float32)
     fe = fw.model.feature_extractor
     with fw._lock:
-        features = fe(audio)
+        features = fe(audio, chunk_length=None)  # as WhisperModel.transcribe calls it: the same memo key
         first = features[..., :max(1, min(fe.nb_max_frames, features.shape[-1] - 1))]
         code, prob, _ = fw.model.detect_language(features=first)
     return code, float(prob)
@@ -224,10 +211,10 @@ def transcribe(fw: FasterWhisper, audio: np.ndarray, *, language: str, beam_size
                 for w in seg.words or []:
                     words.append(Word(word=w.word, start_s=float(w.start), end_s=float(w.end),
                                       probability=None if w.probability is None else float(w.probability)))
-        finally:
-            forget = getattr(fw.model.feature_extractor, "forget", None)
-            if forget is not None:  # transcription is the frames' last use
-                forget()
+        finally:  # transcription is the frames' and the encoder output's last use
+            for memo in (fw.model.feature_extractor, fw.model.encode):
+                if isinstance(memo, LastCallMemo):
+                    memo.forget()
     if dropped:
         logger.info("%s: %d segment(s) dropped as repetition loops", fw.emotivoice_name, dropped)
     return words

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import Config
 from pipeline.transcribe import (
@@ -420,13 +422,13 @@ def test_a_long_pause_costs_no_window_and_detection_shares_the_first_windows_fra
             return self.inner(x, **kw)
 
     memo, mels = fw_base.model.encode, fw_base.model.feature_extractor
-    encodes, inner, inner_mel = [], memo._encode, mels._extractor
-    memo._encode = lambda f: encodes.append(f.shape) or inner(f)
-    mels._extractor = counting = Counting(inner_mel)
+    encodes, inner, inner_mel = [], memo._fn, mels._fn
+    memo._fn = lambda f: encodes.append(f.shape) or inner(f)
+    mels._fn = counting = Counting(inner_mel)
     try:
         out = transcribe_chunks(fw_base, samples, chunks)
     finally:
-        memo._encode, mels._extractor = inner, inner_mel
+        memo._fn, mels._fn = inner, inner_mel
     assert len(encodes) == 1 and counting.calls == 1, (encodes, counting.calls)
     assert out[0].language == "en" and out[0].language_probability > 0.8
     for chunk, t in zip(chunks, out):
@@ -434,3 +436,22 @@ def test_a_long_pause_costs_no_window_and_detection_shares_the_first_windows_fra
         assert all(chunk.start_s <= w.start_s <= w.end_s <= chunk.end_s for w in t.words), (chunk, t.words)
     ref = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
     assert word_error_rate([ref], [" ".join(t.text for t in out)]) <= 0.1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.0, 0.2, 1.0]), st.sampled_from([0.1, 1.0])), max_size=6),
+       st.floats(-1.0, 15.0))
+def test_the_nearest_chunk_search_agrees_with_looking_at_every_chunk(steps, t):
+    # chunks in time order, touching or apart, as the chunker makes them; the earlier chunk wins a tie
+    from pipeline.words import nearest_chunk
+
+    starts, ends, x = [], [], 0.0
+    for gap, length in steps:
+        starts.append(x + gap)
+        ends.append(x + gap + length)
+        x = ends[-1]
+    for probe in [t, *starts, *ends]:
+        dist = [0.0 if a <= probe <= b else min(abs(probe - a), abs(probe - b)) for a, b in zip(starts, ends)]
+        expected = (dist.index(min(dist)), min(dist)) if dist else (-1, float("inf"))
+        got = nearest_chunk(probe, starts, ends)
+        assert got[0] == expected[0] and got[1] == pytest.approx(expected[1])
